@@ -1,0 +1,27 @@
+# Two entry points for a fresh clone (see README.rst):
+#   make demo   -- set up .venv and run the main job (the NGC 4697-like demo)
+#   make test   -- set up .venv and run the test suite
+PYTHON ?= python3.11
+VENV ?= .venv
+CONSTRAINTS ?= compat/py311-jampy8-kinms3.txt
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= demo_out
+
+.PHONY: demo test venv clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --constraint $(CONSTRAINTS) --editable '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/nuker-mge demo --out $(DEMO_OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) build dist *.egg-info

@@ -1,0 +1,16 @@
+"""Nuker stellar-mass profiles as analytically deprojectable Multi-Gaussian Expansions.
+
+A plugin for jampy, KinMS, kinms_fitter and mgefit: describe the stars of a galaxy
+by the five Nuker parameters and hand the host packages the MGE table they expect.
+"""
+
+__version__ = "0.1.0"
+
+from .basis import SIGMA_GRID_PC, pc_per_arcsec  # noqa: E402
+from .nuker import nuker_surface_density  # noqa: E402
+try:
+    from .mge import MGE, nuker_to_mge  # noqa: E402
+except ModuleNotFoundError:  # TEMP
+    pass
+
+__all__ = ["MGE", "nuker_to_mge", "nuker_surface_density", "SIGMA_GRID_PC", "pc_per_arcsec", "__version__"]

@@ -1,0 +1,1 @@
+"""Differentiable torch dynamics: MGE circular velocity, gas cube, visibilities."""
