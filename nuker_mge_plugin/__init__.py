@@ -8,9 +8,6 @@ __version__ = "0.1.0"
 
 from .basis import SIGMA_GRID_PC, pc_per_arcsec  # noqa: E402
 from .nuker import nuker_surface_density  # noqa: E402
-try:
-    from .mge import MGE, nuker_to_mge  # noqa: E402
-except ModuleNotFoundError:  # TEMP
-    pass
+from .mge import MGE, nuker_to_mge  # noqa: E402
 
 __all__ = ["MGE", "nuker_to_mge", "nuker_surface_density", "SIGMA_GRID_PC", "pc_per_arcsec", "__version__"]

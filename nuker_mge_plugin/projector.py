@@ -11,9 +11,15 @@ over log-spaced radii r_j in [3 pc, 3.75 kpc], where n_i is the RMS of the i-th 
 fractional design column. Normalising the columns makes one dimensionless ``lambda`` suit the
 whole parameter box. Without it the fractional system has condition number ~1e16 and its
 solution alternates in sign with huge amplitudes (cancellation factor kappa ~ 1e4-1e8), which
-is harmless in float64 but destroys float32 work downstream; lambda = 1e-9 keeps kappa ~ 1
-for a few 1e-5 of extra profile error. The mass row restores the cusp mass below the smallest
+is harmless in float64 but destroys float32 work downstream; lambda = 1e-12 keeps kappa
+below ~1e3 at no measurable cost in accuracy. The mass row restores the cusp mass below the smallest
 Gaussian that a profile-only fit drops; that mass sets the circular velocity at ALMA radii.
+
+The two aims conflict for profiles that are steep at 3 pc (local slope >~ 2): most of their
+projected mass inside 3 pc lies within the smallest Gaussian's reach (sigma_min = 1 pc), and
+no 64-Gaussian table on this basis can hold it without a ~1% profile error at 3.0-3.3 pc.
+``conserve_mass=False`` drops the mass row (profile error p99 ~2e-4, but v_c errors of tens of
+per cent for steep cusps); the default keeps it. validation/emulator_accuracy.py measures both.
 
 Everything is torch, batched over the leading dimension, float64 by default, and
 differentiable with respect to the Nuker parameters (QR solve of the stacked system).
@@ -31,8 +37,10 @@ from .nuker import log_nuker
 # Fit radii [pc]: from the M1 inner edge (going further in costs accuracy at 3 pc: the basis
 # cannot follow a steep profile inside ~3 sigma_min) to a little beyond the outer edge.
 FIT_RADII_PC = np.logspace(np.log10(FIT_R_MIN_PC), np.log10(FIT_R_MAX_PC * 1.25), 320)
-RIDGE = 1e-9
-MASS_WEIGHT = 3.0
+#: Tikhonov strength on column-normalised amplitudes: keeps kappa p99 < 1e3 (M1).
+RIDGE = 1e-12
+#: Weight of the projected-mass row: M1b p99 ~ 3e-5; larger weights only cost profile accuracy.
+MASS_WEIGHT = 0.1
 
 # Composite Gauss-Legendre rule in u = ln R for the enclosed-mass integral.
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(16)
@@ -56,11 +64,12 @@ def nuker_enclosed_mass_2d(R0, r_b, alpha, beta, gamma, sigma_b=1.0):
     leading batch. Gauss-Legendre quadrature in ln R plus the analytic inner power-law
     tail, accurate to ~1e-12 for gamma < 2 (finite cusp mass).
     """
-    ref = torch.as_tensor(alpha)
-    dtype = ref.dtype if ref.is_floating_point() else torch.float64
-    t = lambda v: torch.as_tensor(v, dtype=dtype, device=ref.device)  # noqa: E731
+    ref = next((x for x in (R0, r_b, alpha, beta, gamma, sigma_b) if isinstance(x, torch.Tensor)), None)
+    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float64
+    device = ref.device if ref is not None else None
+    t = lambda v: torch.as_tensor(v, dtype=dtype, device=device)  # noqa: E731
     R0, r_b, alpha, beta, gamma, sigma_b = map(t, (R0, r_b, alpha, beta, gamma, sigma_b))
-    u, w = _mass_nodes(dtype, ref.device)
+    u, w = _mass_nodes(dtype, alpha.device)
     lnR = torch.log(R0)[..., None] + u
     lnS = log_nuker(torch.exp(lnR), sigma_b[..., None], r_b[..., None], alpha[..., None], beta[..., None],
                     gamma[..., None])
@@ -82,13 +91,16 @@ def mge_enclosed_mass_2d(surf, sigma, R0):
 
 
 def exact_amplitudes(alpha, beta, gamma, r_b_pc, *, dtype=torch.float64, device=None,
-                     ridge=RIDGE, mass_weight=MASS_WEIGHT):
+                     conserve_mass=True, ridge=RIDGE, mass_weight=MASS_WEIGHT):
     """Peak amplitudes [Msun/pc^2 per unit Sigma_b] of the Nuker MGE on ``SIGMA_GRID_PC``.
 
     Parameters are tensors or arrays of shape (B,) (or scalars); ``r_b_pc`` in pc. Returns a
     (B, 64) tensor; multiply by Sigma_b [Msun/pc^2] for physical peak surface densities.
-    Differentiable with respect to all four shape parameters.
+    Differentiable with respect to all four shape parameters. ``conserve_mass`` adds the
+    projected mass inside 3 pc as a weighted equation (see the module docstring).
     """
+    if not conserve_mass:
+        mass_weight = 0.0
     ref = next((x for x in (alpha, beta, gamma, r_b_pc) if isinstance(x, torch.Tensor)), None)
     if device is None:
         device = ref.device if ref is not None else torch.device("cpu")

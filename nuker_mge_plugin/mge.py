@@ -1,0 +1,211 @@
+"""The MGE table users hold: a Nuker profile as 64 Gaussians in jampy's column order.
+
+``nuker_to_mge`` turns the five Nuker parameters (seed paper eq. 2) into an :class:`MGE`
+whose ``surf_pc, sigma_arcsec, qobs`` are exactly the first three arguments of
+``jampy.mge.vcirc`` (peak surface densities [Msun/pc^2], widths [arcsec], axis ratios).
+"""
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import torch
+
+from . import __version__
+from .basis import FIT_R_MAX_PC, FIT_R_MIN_PC, SIGMA_GRID_PC, pc_per_arcsec
+from .backends import BACKENDS, amplitudes
+from .nuker import ALPHA_RANGE, BETA_MINUS_GAMMA_RANGE, GAMMA_RANGE, R_B_PC_RANGE, check_nuker_params, \
+    check_training_box, nuker_surface_density
+
+#: Break radii [pc] the exact backend accepts: the fit range 3 pc-3 kpc must see the break.
+EXACT_R_B_PC_RANGE = (1.0, 1.0e4)
+_COLUMNS = ("surf_pc", "sigma_arcsec", "qobs")
+
+
+@dataclasses.dataclass(frozen=True)
+class MGE:
+    """A Multi-Gaussian Expansion of a stellar surface mass density.
+
+    Attributes
+    ----------
+    surf_pc : (K,) float64, peak surface mass density of each Gaussian [Msun/pc^2].
+    sigma_arcsec : (K,) float64, dispersion of each Gaussian along the major axis [arcsec].
+    qobs : (K,) float64, observed axis ratio of each Gaussian.
+    distance : float, distance [Mpc] that converts arcsec to pc.
+    meta : dict, provenance (Nuker parameters, backend, package version).
+    """
+
+    surf_pc: np.ndarray
+    sigma_arcsec: np.ndarray
+    qobs: np.ndarray
+    distance: float
+    meta: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        arrays = [np.array(getattr(self, c), dtype=np.float64).reshape(-1) for c in _COLUMNS]
+        if len({a.size for a in arrays}) != 1:
+            raise ValueError("surf_pc, sigma_arcsec and qobs must have the same length, got "
+                             + ", ".join(str(a.size) for a in arrays))
+        for name, a in zip(_COLUMNS, arrays):
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"{name} must be finite")
+            a.flags.writeable = False
+            object.__setattr__(self, name, a)
+        if np.any(arrays[1] <= 0):
+            raise ValueError("sigma_arcsec must be > 0")
+        if np.any((arrays[2] <= 0) | (arrays[2] > 1)):
+            raise ValueError("qobs must be in (0, 1]")
+        if not (np.isfinite(self.distance) and self.distance > 0):
+            raise ValueError(f"distance = {self.distance!r} Mpc is invalid: it must be > 0")
+        object.__setattr__(self, "distance", float(self.distance))
+
+    def __len__(self):
+        return self.surf_pc.size
+
+    @property
+    def pc_per_arcsec(self):
+        """Parsec per arcsec at this MGE's distance."""
+        return pc_per_arcsec(self.distance)
+
+    @property
+    def table(self):
+        """(K, 3) array with columns surf_pc [Msun/pc^2], sigma_arcsec [arcsec], qobs."""
+        return np.column_stack([self.surf_pc, self.sigma_arcsec, self.qobs])
+
+    def surface_density(self, R_arcsec):
+        """Surface mass density [Msun/pc^2] at elliptical radius ``R_arcsec`` (eq. 4).
+
+        ``R = sqrt(x^2 + y^2 / qobs^2)``; for a Nuker MGE all Gaussians share one qobs, so this
+        is the major-axis profile.
+        """
+        R = np.asarray(R_arcsec, dtype=float)
+        g = np.exp(-0.5 * (R[..., None] / self.sigma_arcsec) ** 2)
+        return g @ self.surf_pc
+
+    def projected_mass(self, R_arcsec):
+        """Projected stellar mass [Msun] inside the isophote of semi-major axis ``R_arcsec``.
+
+        For each Gaussian: 2 pi surf_pc sigma_pc^2 qobs (1 - exp(-R^2 / 2 sigma^2)); with
+        ``R_arcsec = inf`` it is the total mass.
+        """
+        R = np.asarray(R_arcsec, dtype=float)
+        sigma_pc = self.sigma_arcsec * self.pc_per_arcsec
+        frac = -np.expm1(-0.5 * (R[..., None] / self.sigma_arcsec) ** 2)
+        return frac @ (2 * math.pi * self.surf_pc * sigma_pc**2 * self.qobs)
+
+    def vcirc(self, rad_arcsec, inc_deg, mbh, soft=0.0):
+        """Circular velocity [km/s] in the equatorial plane at ``rad_arcsec``, via jampy.
+
+        ``inc_deg`` the inclination [deg] (must exceed arccos(qobs)), ``mbh`` the black-hole
+        mass [Msun], ``soft`` its Plummer softening [arcsec].
+        """
+        from .adapters.jampy_shim import jampy_vcirc
+        rad = np.atleast_1d(np.asarray(rad_arcsec, dtype=float))
+        _check_inclination(inc_deg, self.qobs)
+        return jampy_vcirc(self.surf_pc, self.sigma_arcsec, self.qobs, inc_deg, mbh, self.distance, rad, soft=soft)
+
+    def kinms_velocity(self, rad_arcsec, inc_deg, mbh, soft=0.0):
+        """``(velRad, velProf)`` [arcsec, km/s] for ``KinMS(...).model_cube(velRad=..., velProf=...)``."""
+        velRad = np.atleast_1d(np.asarray(rad_arcsec, dtype=float)).copy()
+        if np.any(velRad < 0) or np.any(np.diff(velRad) <= 0):
+            raise ValueError("rad_arcsec must be non-negative and strictly increasing for KinMS")
+        return velRad, self.vcirc(velRad, inc_deg, mbh, soft=soft)
+
+    def save(self, path):
+        """Write a plain text table that ``numpy.loadtxt`` reads (columns surf_pc, sigma_arcsec, qobs)."""
+        header = [
+            "Nuker MGE written by nuker-mge-plugin " + __version__,
+            "columns: surf_pc [Msun/pc^2, peak surface density]  sigma_arcsec [arcsec]  qobs",
+            "distance_mpc: " + repr(self.distance),
+            "meta: " + json.dumps(self.meta, sort_keys=True),
+        ]
+        np.savetxt(path, self.table, fmt="%.17e", header="\n".join(header))
+
+    @classmethod
+    def load(cls, path):
+        """Read a table written by :meth:`save`."""
+        distance, meta = None, {}
+        with open(path) as f:
+            for line in f:
+                if not line.startswith("#"):
+                    break
+                text = line[1:].strip()
+                if text.startswith("distance_mpc:"):
+                    distance = float(text.split(":", 1)[1])
+                elif text.startswith("meta:"):
+                    meta = json.loads(text.split(":", 1)[1])
+        if distance is None:
+            raise ValueError(f"{path}: no 'distance_mpc:' header line; not written by MGE.save")
+        surf, sigma, q = np.loadtxt(path, ndmin=2).T
+        return cls(surf, sigma, q, distance, meta)
+
+
+def _check_inclination(inc_deg, qobs):
+    inc = np.asarray(inc_deg, dtype=float)
+    if not np.all(np.isfinite(inc)) or np.any((inc <= 0) | (inc > 90)):
+        raise ValueError(f"inc_deg = {inc_deg!r} is invalid: the inclination must be in (0, 90] deg")
+    inc_min = np.degrees(np.arccos(np.min(qobs)))
+    if np.any(inc <= inc_min):
+        raise ValueError(f"inc_deg = {float(np.min(inc)):g} cannot deproject qobs = {np.min(qobs):g}: "
+                         f"the inclination must exceed arccos(qobs) = {inc_min:.3f} deg")
+
+
+def r_b_range_arcsec(distance, backend="exact"):
+    """Break radii [arcsec] the given backend accepts at ``distance`` [Mpc]."""
+    lo, hi = R_B_PC_RANGE if backend == "nn" else EXACT_R_B_PC_RANGE
+    scale = pc_per_arcsec(distance)
+    return lo / scale, hi / scale
+
+
+def nuker_to_mge(*, sigma_b, r_b, alpha, beta, gamma, qobs, distance, backend="exact"):
+    """Nuker profile (eq. 2) -> 64-Gaussian MGE on the fixed basis, ready for jampy and KinMS.
+
+    Parameters
+    ----------
+    sigma_b : surface mass density at the break radius [Msun/pc^2], > 0.
+    r_b : break radius [arcsec], > 0 (its value in pc must lie in the backend's range).
+    alpha : sharpness of the break, > 0.   beta : outer slope, > gamma.   gamma : inner slope, >= 0.
+    qobs : observed axis ratio, shared by all Gaussians, in (0, 1].
+    distance : [Mpc], > 0.
+    backend : "exact" (least-squares projection) or "nn" (neural emulator, Appendix-A box only).
+
+    Returns an :class:`MGE` with float64 arrays of length 64.
+    """
+    params = dict(sigma_b=sigma_b, r_b=r_b, alpha=alpha, beta=beta, gamma=gamma, qobs=qobs, distance=distance)
+    for name, value in params.items():
+        if not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(value, bool):
+            raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise ValueError(f"{name} = {value!r} is invalid: it must be finite")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend = {backend!r} is invalid: choose one of {', '.join(map(repr, BACKENDS))}")
+    if distance <= 0:
+        raise ValueError(f"distance = {distance:g} Mpc is invalid: it must be > 0")
+    check_nuker_params(sigma_b=sigma_b, r_b=r_b, alpha=alpha, beta=beta, gamma=gamma, qobs=qobs)
+    r_b_pc = r_b * pc_per_arcsec(distance)
+    lo, hi = r_b_range_arcsec(distance, backend)
+    if not lo <= r_b <= hi:
+        pc_lo, pc_hi = R_B_PC_RANGE if backend == "nn" else EXACT_R_B_PC_RANGE
+        raise ValueError(f"r_b = {r_b:g} arcsec ({r_b_pc:.4g} pc at {distance:g} Mpc) is outside the "
+                         f"{backend} backend's range {pc_lo:g}-{pc_hi:g} pc: at this distance r_b must be "
+                         f"in [{lo:.4g}, {hi:.4g}] arcsec")
+    if backend == "nn":
+        check_training_box(alpha, beta, gamma, r_b_pc)
+    amps = amplitudes(backend, alpha, beta, gamma, r_b_pc).detach().cpu().numpy()[0]
+    surf_pc = sigma_b * amps
+    meta = dict(sigma_b=sigma_b, r_b_arcsec=r_b, r_b_pc=r_b_pc, alpha=alpha, beta=beta, gamma=gamma,
+                backend=backend, version=__version__)
+    return MGE(surf_pc, SIGMA_GRID_PC / pc_per_arcsec(distance), np.full(surf_pc.size, float(qobs)), distance, meta)
+
+
+def profile_error(mge, *, n=256):
+    """Max fractional error of ``mge`` against its Nuker over the fitted range 3 pc-3 kpc (M1)."""
+    m = mge.meta
+    R_pc = np.logspace(np.log10(FIT_R_MIN_PC), np.log10(FIT_R_MAX_PC), n)
+    nuk = nuker_surface_density(R_pc, m["sigma_b"], m["r_b_pc"], m["alpha"], m["beta"], m["gamma"])
+    return float(np.max(np.abs(mge.surface_density(R_pc / mge.pc_per_arcsec) / nuk - 1)))
+
+
+__all__ = ["MGE", "nuker_to_mge", "profile_error", "r_b_range_arcsec",
+           "ALPHA_RANGE", "GAMMA_RANGE", "BETA_MINUS_GAMMA_RANGE"]
