@@ -4,17 +4,18 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 CONSTRAINTS ?= compat/py311-jampy8-kinms3.txt
+EXTRAS ?= test,fitter
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean compat
 
 venv: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --constraint $(CONSTRAINTS) --editable '.[test]'
+	$(BIN)/python -m pip install --quiet --constraint $(CONSTRAINTS) --editable '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -24,4 +25,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) build dist *.egg-info
+	rm -rf $(VENV) .venv-compat $(DEMO_OUT) build dist *.egg-info
+
+# Host-version matrix: one fresh venv per compat/*.txt, one line per combination.
+compat: $(STAMP)
+	$(BIN)/python compat/run_matrix.py

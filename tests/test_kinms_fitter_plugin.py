@@ -15,7 +15,7 @@ def test_protocol_attributes():
 
 
 def test_works_inside_kinms_fitter_eval():
-    from kinms_fitter.velocity_profs import velocity_profs
+    velocity_profs = pytest.importorskip("kinms_fitter.velocity_profs").velocity_profs
     prof = nuker_vcirc(11.4, GUESS)
     r = np.linspace(0.05, 5, 30)
     v = velocity_profs.eval([prof], r, np.array(GUESS), inc=76.0)

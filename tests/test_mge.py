@@ -74,15 +74,17 @@ def test_spherical_vcirc_against_enclosed_mass():
 
 
 def test_kinms_velocity_and_model_cube(mge):
-    from kinms import KinMS
+    from nuker_mge_plugin.adapters.kinms_shim import kinms_model_cube
     velRad, velProf = mge.kinms_velocity(np.linspace(0.01, 8, 100), 70.0, 1e8)
     assert velRad.shape == velProf.shape == (100,)
     sbRad = np.linspace(0, 8, 100)
-    kin = KinMS(xs=8, ys=8, vs=800, cellSize=0.25, dv=20, beamSize=0.5, nSamps=20000, seed=[1, 2, 3, 4])
-    cube = kin.model_cube(70.0, posAng=90, sbProf=np.exp(-sbRad / 1.5), sbRad=sbRad, velRad=velRad,
-                          velProf=velProf, intFlux=10.0, gasSigma=10.0)
+    cube = kinms_model_cube(8, 8, 800, 0.25, 20, 0.5, 70.0, 90.0, nSamps=20000, seed=[1, 2, 3, 4],
+                            sbProf=np.exp(-sbRad / 1.5), sbRad=sbRad, velRad=velRad, velProf=velProf,
+                            intFlux=10.0, gasSigma=10.0)
     assert cube.shape == (32, 32, 40)
     assert np.isfinite(cube).all() and cube.sum() > 0
+    beam_pixels = np.pi * 0.5**2 / (4 * np.log(2)) / 0.25**2   # KinMS cubes are in Jy/beam
+    assert cube.sum() * 20 / beam_pixels == pytest.approx(10.0, rel=0.01)
     with pytest.raises(ValueError, match="increasing"):
         mge.kinms_velocity([1.0, 0.5], 70.0, 1e8)
 
