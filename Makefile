@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test venv clean compat
+.PHONY: demo test venv clean compat wheel-check
 
 venv: $(STAMP)
 
@@ -28,5 +28,8 @@ clean:
 	rm -rf $(VENV) .venv-compat $(DEMO_OUT) build dist *.egg-info
 
 # Host-version matrix: one fresh venv per compat/*.txt, one line per combination.
+wheel-check: $(STAMP)
+	bash compat/check_wheel.sh
+
 compat: $(STAMP)
 	$(BIN)/python compat/run_matrix.py

@@ -27,9 +27,13 @@ def main():
     jampy_shim, kinms_shim = load("jampy_shim"), load("kinms_shim")
     import jampy
     table = os.path.join(os.path.dirname(jampy.__file__), "examples", "cappellari2020_table1.txt")
-    surf, sigma, qobs = np.loadtxt(table).T
-    rad = np.logspace(-2, 1, 12)
-    v = jampy_shim.jampy_vcirc(surf, sigma, qobs, 60.0, 1e8, 16.5, rad)
+    # Intrinsic MGE (log density, log sigma, qintr) projected at 60 deg: Cappellari (2020) eqs. 35, 38.
+    lg_dens, lg_sigma, qintr = np.loadtxt(table).T
+    dens, sigma, inc = 10**lg_dens, 10**lg_sigma, np.radians(60.0)
+    qobs = np.sqrt((qintr * np.sin(inc)) ** 2 + np.cos(inc) ** 2)
+    surf = np.sqrt(2 * np.pi) * dens * sigma * qintr / qobs
+    rad = np.geomspace(sigma.min() / 10, sigma.max() / 3, 12)
+    v = jampy_shim.jampy_vcirc(surf, sigma, qobs, 60.0, 0.01, 0.648 / np.pi, rad)
     sbRad = np.linspace(0, 8, 100)
     cube = kinms_shim.kinms_model_cube(8, 8, 800, 0.25, 20, 0.5, 70.0, 90.0, nSamps=50000, seed=[1, 2, 3, 4],
                                        sbProf=np.exp(-sbRad / 1.5), sbRad=sbRad, velRad=sbRad,

@@ -30,9 +30,12 @@ def header(path):
 
 
 def find_python(version):
-    for cand in (shutil.which(f"python{version}"),
-                 *sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python")))):
-        if cand and os.path.exists(cand):
+    # pyenv's shims exist for every installed version but refuse to run unless selected,
+    # so prefer the interpreters themselves and check that a candidate really starts.
+    cands = [*sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python"))),
+             shutil.which(f"python{version}")]
+    for cand in cands:
+        if cand and subprocess.run([cand, "-c", "pass"], capture_output=True).returncode == 0:
             return cand
     return None
 
@@ -76,7 +79,8 @@ def run(name):
         if ours is None or ref is None:
             return f"{name}: HOST CHECK FAILED (see {log})", False
         dv = max(abs(a / b - 1) for a, b in zip(ours["jampy_vcirc_kms"], ref["jampy_vcirc_kms"]))
-        ok = dv < 1e-6 and ours["kinms_shape"] == ref["kinms_shape"] and abs(ours["kinms_flux"] / 10 - 1) < 0.01
+        # jampy integrates at epsrel = 1e-5, and its versions differ at that level (seen: 3.7e-5).
+        ok = dv < 1e-4 and ours["kinms_shape"] == ref["kinms_shape"] and abs(ours["kinms_flux"] / 10 - 1) < 0.01
         return (f"{name}: hosts-only {'OK' if ok else 'MISMATCH'} (Python {ours['python']}, jampy vcirc within "
                 f"{dv:.1e} of the default combination, KinMS {ours['kinms_major']}.x cube flux "
                 f"{ours['kinms_flux']:.3f}/10; torch suite not run: no CPU torch wheel for this Python here)"), ok
