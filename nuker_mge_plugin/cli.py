@@ -25,7 +25,7 @@ def _add_nuker_args(p, defaults=None):
     p.add_argument("--r-b", type=float, required=req, default=d.get("r_b"), help="break radius [arcsec]")
     p.add_argument("--alpha", type=float, required=req, default=d.get("alpha"), help="break sharpness (> 0)")
     p.add_argument("--beta", type=float, required=req, default=d.get("beta"), help="outer slope (> gamma)")
-    p.add_argument("--gamma", type=float, required=req, default=d.get("gamma"), help="inner slope (>= 0)")
+    p.add_argument("--gamma", type=float, required=req, default=d.get("gamma"), help="inner slope, in [0, 2)")
     p.add_argument("--qobs", type=float, required=req, default=d.get("qobs"), help="observed axis ratio (0, 1]")
     p.add_argument("--distance", type=float, required=req, default=d.get("distance"), help="distance [Mpc]")
     p.add_argument("--backend", choices=("exact", "nn"), default="exact", help="Nuker -> MGE backend")

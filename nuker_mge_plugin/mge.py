@@ -165,7 +165,7 @@ def nuker_to_mge(*, sigma_b, r_b, alpha, beta, gamma, qobs, distance, backend="e
     ----------
     sigma_b : surface mass density at the break radius [Msun/pc^2], > 0.
     r_b : break radius [arcsec], > 0 (its value in pc must lie in the backend's range).
-    alpha : sharpness of the break, > 0.   beta : outer slope, > gamma.   gamma : inner slope, >= 0.
+    alpha : sharpness of the break, > 0.   beta : outer slope, > gamma.   gamma : inner slope, in [0, 2).
     qobs : observed axis ratio, shared by all Gaussians, in (0, 1].
     distance : [Mpc], > 0.
     backend : "exact" (least-squares projection) or "nn" (neural emulator, Appendix-A box only).

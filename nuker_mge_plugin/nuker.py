@@ -71,15 +71,17 @@ def check_nuker_params(*, sigma_b=1.0, r_b=1.0, alpha, beta, gamma, qobs=1.0):
     """Raise ``ValueError`` naming the first Nuker parameter outside its physical range.
 
     Physical ranges (any Nuker, not only the training box): sigma_b > 0, r_b > 0,
-    alpha > 0, gamma >= 0, beta > gamma, 0 < qobs <= 1. Arrays are checked elementwise.
+    alpha > 0, 0 <= gamma < 2 (finite projected mass), beta > gamma, 0 < qobs <= 1. Arrays are checked elementwise.
     """
     v = {k: _scalar_or_array(k, x) for k, x in
          dict(sigma_b=sigma_b, r_b=r_b, alpha=alpha, beta=beta, gamma=gamma, qobs=qobs).items()}
     for name in ("sigma_b", "r_b", "alpha"):
         if np.any(v[name] <= 0):
             raise ValueError(f"{name} = {_show(v[name], v[name] <= 0)} is invalid: it must be > 0")
-    if np.any(v["gamma"] < 0):
-        raise ValueError(f"gamma = {_show(v['gamma'], v['gamma'] < 0)} is invalid: the inner slope must be >= 0")
+    bad = (v["gamma"] < 0) | (v["gamma"] >= 2)
+    if np.any(bad):
+        raise ValueError(f"gamma = {_show(v['gamma'], bad)} is invalid: the inner slope must be in [0, 2) "
+                         "(the projected mass diverges for gamma >= 2)")
     bad = v["beta"] <= v["gamma"]
     if np.any(bad):
         raise ValueError(f"beta = {_show(np.broadcast_to(v['beta'], bad.shape), bad)} is invalid: "

@@ -65,6 +65,7 @@ def test_linear_in_sigma_b():
 @pytest.mark.parametrize("kw,name", [
     (dict(sigma_b=0.0), "sigma_b"), (dict(sigma_b=-1.0), "sigma_b"), (dict(r_b=0.0), "r_b"),
     (dict(alpha=0.0), "alpha"), (dict(gamma=-0.1), "gamma"), (dict(beta=0.4), "beta"),
+    (dict(gamma=2.0, beta=3.0), r"gamma.*\[0, 2\)"), (dict(gamma=2.5, beta=3.0), "diverges"),
     (dict(qobs=0.0), "qobs"), (dict(qobs=1.2), "qobs"), (dict(alpha=math.nan), "alpha"), (dict(r_b=math.inf), "r_b"),
 ])
 def test_bad_params_named(kw, name):
