@@ -22,17 +22,20 @@ def kinms_major_version():
     return 2 if "inc" in params else 3
 
 
-def kinms_model_cube(xs, ys, vs, cellSize, dv, beamSize, inc, posAng, *, nSamps=None, seed=None, **model_kwargs):
+def kinms_model_cube(xs, ys, vs, cellSize, dv, beamSize, inc, posAng, *, nSamps=None, seed=None, cleanOut=False,
+                     **model_kwargs):
     """KinMS cube [Jy/beam per pixel and channel], shape (xs/cellSize, ys/cellSize, vs/dv).
 
     Arguments as KinMS's: sizes in arcsec and km/s, ``inc``/``posAng`` in degrees, and any
     model keyword (``sbProf, sbRad, velRad, velProf, gasSigma, intFlux, phaseCent, vOffset``...).
-    ``seed`` (four integers) makes the random cloudlets repeatable.
+    ``seed`` (an integer) makes the random cloudlets repeatable; ``cleanOut=True`` skips the beam
+    convolution (Jy/pixel).
     """
     KinMS = kinms_class()
     if kinms_major_version() == 2:
         kin = KinMS(xs, ys, vs, cellSize, dv, beamSize, inc, posAng, nSamps=nSamps, seed=seed,
-                    fixSeed=seed is not None, **model_kwargs)
+                    fixSeed=seed is not None, cleanOut=cleanOut, **model_kwargs)
         return kin.model_cube()
-    kin = KinMS(xs, ys, vs, cellSize, dv, beamSize, nSamps=nSamps, seed=seed, fixSeed=seed is not None)
+    kin = KinMS(xs, ys, vs, cellSize, dv, beamSize, nSamps=nSamps, seed=seed, fixSeed=seed is not None,
+                cleanOut=cleanOut)
     return kin.model_cube(inc, posAng, **model_kwargs)

@@ -1,0 +1,141 @@
+"""Kaiser-Bessel gridder: noise estimate, point source, Hermitian folding, growth, bad input."""
+
+import numpy as np
+import pytest
+
+from nuker_mge_plugin.dynamics.gridder import check_visibilities, grid_visibilities, kaiser_bessel
+from nuker_mge_plugin.dynamics.visibilities import ARCSEC_RAD, UVGrid
+
+
+def _uniform_uv(rng, n, g, frac=0.45):
+    return (rng.uniform(-frac, frac, n) * g.nu * g.du, rng.uniform(-frac, frac, n) * g.nv * g.dv)
+
+
+def test_kaiser_bessel():
+    assert kaiser_bessel(0.0, 2.0) == 1.0
+    assert kaiser_bessel(1.0, 2.0) == 0.0 and kaiser_bessel(1.5, 2.0) == 0.0
+    x = np.linspace(-0.99, 0.99, 11)
+    np.testing.assert_allclose(kaiser_bessel(x, 3.0), kaiser_bessel(-x, 3.0))
+
+
+def test_noise_sigma_unbiased():
+    """Pure noise of known sigma: the KB-weighted sample variance is unbiased within 3%."""
+    rng = np.random.default_rng(1)
+    g = UVGrid.from_image(48, 48, 0.2)
+    n, sig = 14_000, 0.7
+    u, v = _uniform_uv(rng, n, g)
+    vis = sig * (rng.normal(size=n) + 1j * rng.normal(size=n))
+    w = rng.uniform(0.5, 2.0, n)  # relative weights do not bias the estimate
+    gv = grid_visibilities(u, v, vis, w, np.zeros(n, int), g, 1)
+    m = gv.mask
+    assert m.sum() > 500
+    s_one = np.sqrt(np.mean(gv.sigma[m] ** 2 * gv.n_eff[m]))  # per-visibility sigma, rms over cells
+    assert abs(s_one / sig - 1) < 0.03, s_one / sig
+    # the standard error matches the actual scatter of the gridded means (zero signal)
+    z2 = np.mean((gv.vis[m].real ** 2 + gv.vis[m].imag ** 2) / 2 / (sig**2 / gv.n_eff[m]))
+    assert abs(z2 - 1) < 0.06, z2
+    assert gv.report["cells_usable"] == int(m.sum())
+    assert np.all(gv.n_vis[m] >= 5)
+
+
+def test_point_source():
+    rng = np.random.default_rng(2)
+    g = UVGrid.from_image(64, 64, 0.1)
+    l0, m0 = 3 * 0.1 * ARCSEC_RAD, -2 * 0.1 * ARCSEC_RAD
+    F = 2.5
+
+    def point(u, v):
+        return F * np.exp(-2j * np.pi * (u * l0 + v * m0))
+
+    # samples exactly at cell centres (and their mirror images): gridded value = analytic value
+    U, V = np.meshgrid(g.u, g.v, indexing="ij")
+    u = np.repeat(U.ravel(), 5)
+    v = np.repeat(V.ravel(), 5)
+    with pytest.warns(UserWarning, match="no usable"):  # zero scatter everywhere: all masked
+        gv = grid_visibilities(u, v, point(u, v), np.ones(u.size), np.zeros(u.size, int), g, 1)
+    hp = g.half_plane_mask()
+    np.testing.assert_allclose(gv.vis[0][hp], point(U, V)[hp], rtol=1e-12)
+    assert gv.report["cells_bad_sigma"] == hp.sum()  # noise-free: zero variance -> masked, counted
+    # scattered samples, source at the phase centre: constant visibility, gridded exactly
+    u, v = _uniform_uv(rng, 40_000, g, 0.2)
+    vis_c = np.full(u.size, F + 0j)
+    vis_c += 1e-3 * (rng.normal(size=u.size) + 1j * rng.normal(size=u.size))  # a little noise: cells usable
+    gv = grid_visibilities(u, v, vis_c, np.ones(u.size), np.zeros(u.size, int), g, 1)
+    m = gv.mask[0]
+    assert m.sum() > 200
+    assert np.abs(gv.vis[0][m] - F).max() < 6 * gv.sigma[0][m].max() * np.sqrt(2)
+    # offset source: each sample's phase differs from the cell centre's by at most
+    # pi (|l0| du + |m0| dv), which bounds the difference of the KB mean from the analytic value
+    gv = grid_visibilities(u, v, point(u, v), np.ones(u.size), np.zeros(u.size, int), g, 1)
+    inner = (np.abs(U) < 11 * g.du) & (np.abs(V) < 11 * g.dv)
+    m = gv.mask[0] & (gv.halfwidth[0] == 0.5) & inner
+    assert m.sum() > 200
+    bound = np.pi * (abs(l0) * g.du + abs(m0) * g.dv)
+    err = np.abs(gv.vis[0][m] - point(U, V)[m]) / F
+    assert err.max() < bound and np.median(err) < bound / 4, (err.max(), np.median(err), bound)
+
+
+def test_hermitian_folding_and_no_double_count():
+    rng = np.random.default_rng(3)
+    g = UVGrid.from_image(32, 32, 0.2)
+    n = 6000
+    u, v = _uniform_uv(rng, n, g, 0.4)
+    vis = rng.normal(size=n) + 1j * rng.normal(size=n)
+    a = grid_visibilities(u, v, vis, np.ones(n), np.zeros(n, int), g, 1)
+    b = grid_visibilities(-u, -v, np.conj(vis), np.ones(n), np.zeros(n, int), g, 1)
+    np.testing.assert_allclose(a.vis[a.mask], b.vis[a.mask], rtol=1e-10)
+    assert not a.mask[0, 16, 16]  # zero spacing never produced
+    assert not a.mask[0, :16].any()  # only the half plane
+    # without growth each visibility enters exactly one cell
+    d = grid_visibilities(u, v, vis, np.ones(n), np.zeros(n, int), g, 1, max_halfwidth=0.5)
+    assert d.report["overlap_factor"] == 1.0 and d.report["cells_grown"] == 0
+    # every visibility (or its conjugate) lands in a half-plane cell, except those in the DC cell
+    n_dc = int(np.sum((np.abs(u / g.du) < 0.5) & (np.abs(v / g.dv) < 0.5)))
+    assert d.report["n_used"] == n - n_dc and d.report["n_unused"] == n_dc
+    # chunking does not change anything
+    c = grid_visibilities(u, v, vis, np.ones(n), np.zeros(n, int), g, 1, chunk=777)
+    np.testing.assert_allclose(c.vis[a.mask], a.vis[a.mask], rtol=1e-12)
+    np.testing.assert_array_equal(c.n_vis, a.n_vis)
+
+
+def test_window_growth_and_counts():
+    rng = np.random.default_rng(4)
+    g = UVGrid.from_image(32, 32, 0.2)
+    n = 800  # sparse: most cells have < 5 samples in one cell
+    u, v = _uniform_uv(rng, n, g, 0.3)
+    vis = rng.normal(size=n) + 1j * rng.normal(size=n)
+    gv = grid_visibilities(u, v, vis, np.ones(n), rng.integers(0, 2, n), g, 2, max_halfwidth=2.0)
+    r = gv.report
+    assert r["cells_grown"] > 0 and r["overlap_factor"] > 1
+    assert np.all(gv.n_vis[gv.mask] >= 5)
+    assert np.all(gv.halfwidth[gv.mask] <= 2.0)
+    hp = r["cells_half_plane"]
+    assert r["cells_usable"] + r["cells_empty"] + r["cells_too_few"] + r["cells_bad_sigma"] == hp
+    assert np.all(np.isnan(gv.sigma[~gv.mask]))
+    assert sum(r["usable_cells_per_channel"]) == r["cells_usable"]
+    with pytest.warns(UserWarning, match="no usable gridded cell"):
+        grid_visibilities(u, v, vis, np.ones(n), np.zeros(n, int), g, 2)  # channel 1 empty
+
+
+def test_bad_input():
+    g = UVGrid.from_image(16, 16, 0.2)
+    u = np.zeros(10)
+    vis = np.ones(10, complex)
+    w = np.ones(10)
+    ch = np.zeros(10, int)
+    bad = vis.copy()
+    bad[[2, 5]] = np.nan
+    with pytest.raises(ValueError, match="2 of 10 rows have non-finite vis"):
+        grid_visibilities(u, u, bad, w, ch, g, 1)
+    w0 = w.copy()
+    w0[3] = 0.0
+    with pytest.raises(ValueError, match="1 of 10 rows have weight <= 0"):
+        grid_visibilities(u, u, vis, w0, ch, g, 1)
+    with pytest.raises(ValueError, match="row counts differ"):
+        grid_visibilities(u, u[:9], vis, w, ch, g, 1)
+    with pytest.raises(ValueError, match="outside"):
+        grid_visibilities(u, u, vis, w, ch + 3, g, 2)
+    with pytest.raises(ValueError, match="complex"):
+        check_visibilities(u, u, vis.real, w)
+    with pytest.raises(TypeError):
+        grid_visibilities(u, u, vis, w, ch, (16, 16), 1)
