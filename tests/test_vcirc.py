@@ -1,5 +1,6 @@
 """Tests of the torch circular velocity (nuker_mge_plugin.dynamics.vcirc) against jampy and analytic truths."""
 
+import importlib
 import math
 
 import numpy as np
@@ -262,3 +263,142 @@ def test_cuda_matches_cpu():
         gpu = vcirc_qintr(*[a.cuda() for a in args])
         assert gpu.device.type == "cuda" and gpu.dtype == dt
         torch.testing.assert_close(gpu.cpu(), cpu, rtol=tol, atol=0)
+
+
+# ----------------------------------------------------------------------------- fast path (shared sigma and radii)
+VC = importlib.import_module("nuker_mge_plugin.dynamics.vcirc")
+
+
+def _nuker_batch(seed, B, dtype=torch.float64):
+    """Random Table-1-box Nuker MGEs: shared sigma_arcsec (K,) and radii (R,), per-model everything else."""
+    from nuker_mge_plugin.projector import exact_amplitudes
+    rng = np.random.default_rng(seed)
+    gamma = rng.uniform(0.001, 1.2, B)
+    shape = [torch.tensor(x) for x in (10 ** rng.uniform(-1, 1, B), gamma + rng.uniform(0.3, 3.0, B), gamma,
+                                       10 ** rng.uniform(np.log10(2), np.log10(2000), B))]
+    with torch.no_grad():
+        surf = exact_amplitudes(*shape) * torch.tensor(10 ** rng.uniform(1, 5, (B, 1)))
+    sigma = torch.tensor(SIGMA_GRID_PC / pc_per_arcsec(rng.uniform(5, 50)))
+    t = lambda x: torch.tensor(x, dtype=dtype)  # noqa: E731
+    return dict(surf_pc=surf.to(dtype), sigma_arcsec=sigma.to(dtype), qintr=t(rng.uniform(0.1, 1.0, (B, 1))),
+                inc_deg=t(rng.uniform(72, 89, B)), mbh=t(10 ** rng.uniform(6, 9.8, B)),
+                distance=t(rng.uniform(1, 100, B)), rad=t(np.geomspace(0.01, 10, 40)), soft=t(rng.uniform(0, 0.02, B)))
+
+
+def _qobs_of(qintr, inc_deg):
+    inc = torch.deg2rad(inc_deg)[:, None]
+    return torch.sqrt((qintr * torch.sin(inc)) ** 2 + torch.cos(inc) ** 2)
+
+
+def _both_paths(monkeypatch, fn, *args, **kw):
+    monkeypatch.setattr(VC, "_FORCE_PATH", "general")
+    slow = fn(*args, **kw)
+    assert VC._last_path == "general"
+    monkeypatch.setattr(VC, "_FORCE_PATH", None)
+    fast = fn(*args, **kw)
+    assert VC._last_path == "fast"
+    return fast, slow
+
+
+@pytest.mark.parametrize("seed", [10, 11])
+def test_fast_path_equals_general_path_on_nuker_batches(monkeypatch, seed):
+    b = _nuker_batch(seed, 24)
+    args = (b["inc_deg"], b["mbh"], b["distance"], b["rad"], b["soft"])
+    fast, slow = _both_paths(monkeypatch, vcirc_qintr, b["surf_pc"], b["sigma_arcsec"], b["qintr"], *args)
+    torch.testing.assert_close(fast, slow, rtol=1e-9, atol=0)
+    qobs = _qobs_of(b["qintr"], b["inc_deg"])
+    fast, slow = _both_paths(monkeypatch, vcirc, b["surf_pc"], b["sigma_arcsec"], qobs, *args)
+    torch.testing.assert_close(fast, slow, rtol=1e-9, atol=0)
+    # one scalar qobs for the whole batch, and per-Gaussian qobs (the table serves any q_intr per Gaussian)
+    fast, slow = _both_paths(monkeypatch, vcirc, b["surf_pc"], b["sigma_arcsec"], 0.6, *args)
+    torch.testing.assert_close(fast, slow, rtol=1e-9, atol=0)
+    rng = np.random.default_rng(seed)
+    qk = torch.tensor(rng.uniform(0.4, 1.0, (24, SIGMA_GRID_PC.size)))
+    fast, slow = _both_paths(monkeypatch, vcirc, b["surf_pc"].abs(), b["sigma_arcsec"], qk, *args)
+    torch.testing.assert_close(fast, slow, rtol=1e-9, atol=0)
+    # float32 inputs: the fast path works in float64 inside, so it matches float64 to float32 rounding
+    b32 = _nuker_batch(seed, 24, torch.float32)
+    v32 = vcirc_qintr(b32["surf_pc"], b32["sigma_arcsec"], b32["qintr"], b32["inc_deg"], b32["mbh"],
+                      b32["distance"], b32["rad"], b32["soft"])
+    assert VC._last_path == "fast" and v32.dtype == torch.float32
+    v64 = vcirc_qintr(b["surf_pc"], b["sigma_arcsec"], b["qintr"], *args)
+    torch.testing.assert_close(v32.double(), v64, rtol=1e-4, atol=0)
+
+
+def test_fast_path_gradients_equal_general_path(monkeypatch):
+    b = _nuker_batch(12, 16)
+    names = ("surf_pc", "qintr", "inc_deg", "mbh", "distance", "soft")
+    grads = {}
+    for path in ("general", "fast"):
+        monkeypatch.setattr(VC, "_FORCE_PATH", path)
+        x = {k: (v.clone().requires_grad_(True) if k in names else v) for k, v in b.items()}
+        v = vcirc_qintr(**x)
+        assert VC._last_path == path
+        grads[path] = torch.autograd.grad(torch.log(v).sum(), [x[k] for k in names])
+    for name, gf, gg in zip(names, grads["fast"], grads["general"]):
+        torch.testing.assert_close(gf, gg, rtol=1e-8, atol=1e-12 * gg.abs().max().item(), msg=name)
+
+
+def test_gradcheck_fast_path(monkeypatch):
+    monkeypatch.setattr(VC, "_FORCE_PATH", "fast")
+    t = lambda x: torch.tensor(x, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    # sigma and radii needing gradients: the table is built inside the graph
+    inputs = (t([[300.0, 80.0, -5.0], [50.0, 20.0, 4.0]]), t([0.1, 0.7, 3.0]), t([[0.9], [0.6]]), t([70.0, 85.0]),
+              t([2e7, 1e6]), t([8.0, 15.0]), t([0.05, 0.4, 2.0, 6.0]), t([0.02, 0.01]))
+    assert torch.autograd.gradcheck(vcirc, inputs, eps=1e-7, atol=1e-6, rtol=1e-5)
+    assert VC._last_path == "fast"
+    inputs_q = (inputs[0], inputs[1], t([[0.3], [0.12]])) + inputs[3:]
+    assert torch.autograd.gradcheck(vcirc_qintr, inputs_q, eps=1e-7, atol=1e-6, rtol=1e-5)
+    # constant sigma and radii: the cached table, gradients through the Chebyshev weights
+    sig, rad = inputs[1].detach(), inputs[6].detach()
+    f = lambda s, q, i, m, d: vcirc_qintr(s, sig, q, i, m, d, rad)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (inputs[0], inputs_q[2], inputs[3], inputs[4], inputs[5]),
+                                    eps=1e-7, atol=1e-6, rtol=1e-5)
+    assert VC._last_path == "fast"
+
+
+def test_fast_path_selection(monkeypatch):
+    monkeypatch.setattr(VC, "_fast_cache", type(VC._fast_cache)())
+    b = _nuker_batch(13, 16)
+    args = (b["inc_deg"], b["mbh"], b["distance"], b["rad"])
+    vcirc_qintr(b["surf_pc"], b["sigma_arcsec"], b["qintr"], *args)
+    assert VC._last_path == "fast" and len(VC._fast_cache) == 1
+    # one model on the same sigma and radii reuses the cached table
+    v1 = vcirc_qintr(b["surf_pc"][0], b["sigma_arcsec"], b["qintr"][0], *(a[0] for a in args[:3]), b["rad"])
+    assert VC._last_path == "fast"
+    # a small batch with no cached table, per-model sigma or radii, q_intr below the table: general path
+    other = b["rad"] * 1.5
+    vcirc_qintr(b["surf_pc"][:2], b["sigma_arcsec"], b["qintr"][:2], *(a[:2] for a in args[:3]), other)
+    assert VC._last_path == "general"
+    sig2 = b["sigma_arcsec"].expand(16, -1) * torch.linspace(1, 2, 16, dtype=torch.float64)[:, None]
+    vcirc_qintr(b["surf_pc"], sig2, b["qintr"], *args)
+    assert VC._last_path == "general"
+    vcirc_qintr(b["surf_pc"], b["sigma_arcsec"], b["qintr"], *args[:3], b["rad"].expand(16, -1) * 2)
+    assert VC._last_path == "general"
+    q = b["qintr"].clone()
+    q[3] = 0.005
+    v = vcirc_qintr(b["surf_pc"], b["sigma_arcsec"], q, *args)
+    assert VC._last_path == "general" and torch.isfinite(v).all()
+    # the single model agrees with the batched general path
+    monkeypatch.setattr(VC, "_FORCE_PATH", "general")
+    ref = vcirc_qintr(b["surf_pc"], b["sigma_arcsec"], b["qintr"], *args)
+    torch.testing.assert_close(v1, ref[0], rtol=1e-9, atol=0)
+    monkeypatch.setattr(VC, "_FORCE_PATH", "fast")
+    with pytest.raises(RuntimeError, match="fast path does not apply"):
+        vcirc_qintr(b["surf_pc"], sig2, b["qintr"], *args)
+
+
+def test_fast_path_jampy_example_over_inclinations(monkeypatch):
+    """Cappellari (2020) Table 1 (q_intr down to 0.058, per-Gaussian) at 8 inclinations: fast == general."""
+    from importlib import resources
+    lg_dens, lg_sigma, qintr = np.loadtxt(resources.files("jampy") / "examples/cappellari2020_table1.txt").T
+    dens, sigma = 10**lg_dens, 10**lg_sigma
+    inc = np.linspace(40, 90, 8)
+    s, c = np.sin(np.radians(inc))[:, None], np.cos(np.radians(inc))[:, None]
+    qobs = np.sqrt((qintr * s) ** 2 + c**2)
+    surf = np.sqrt(2 * np.pi) * dens * sigma * qintr / qobs
+    rad = np.concatenate([[0.0], np.geomspace(sigma.min() / 10, sigma.max() * 3, 30)])
+    fast, slow = _both_paths(monkeypatch, vcirc, torch.tensor(surf), sigma, torch.tensor(qobs), torch.tensor(inc),
+                             0.01, 0.648 / np.pi, rad)
+    assert (fast[:, 0] == 0).all()
+    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=0)
