@@ -32,7 +32,7 @@ exact, nn = nuker_to_mge(**kw), nuker_to_mge(**kw, backend="nn")
 R = np.logspace(-1.5, 1.5, 50)
 err = np.max(np.abs(nn.surface_density(R) / exact.surface_density(R) - 1))
 ts = emulator.load(device="cpu")
-fb = emulator.load(device="cpu", prefer_torchscript=False)
+fb = emulator.load(device="cpu", prefer="state_dict")
 print(f"wheel smoke check OK: installed at {p.__file__}; nn vs exact profile max diff {err:.2e}; "
       f"loaded {type(ts).__name__} and fallback {type(fb).__name__}")
 assert err < 0.05

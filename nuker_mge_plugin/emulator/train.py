@@ -1,0 +1,433 @@
+"""Training of the Nuker -> MGE emulator (``nuker-mge train``).
+
+Loss (per profile, averaged over the batch), trained *through the profile* as in the
+seed paper's eq. (4) but on fractional errors, since the profiles span ~15 decades:
+
+    mean_j e_j^2 + w_M e_M^2 + w_max max_j e_j^2,
+    e_j = Sigma_MGE(r_j) / Sigma_N(r_j) - 1   over log-spaced r_j in [3 pc, 3 kpc],
+    e_M = M2D_MGE(<3 pc) / M2D_N(<3 pc) - 1   (METRICS.md M1b; it sets v_c at small radii).
+
+The max term targets the M1 statistic itself (the max over radii), which a mean-square
+loss lets grow in the few narrow features (sharp alpha >= 5 breaks) where it sits.
+
+Reproducibility: the model is initialised from ``--seed``; the batches, and the radius
+jitter, come from seeded CPU generators whose states are checkpointed with the model,
+the optimiser and the step, so an interrupted run resumes exactly where it stopped.
+With ``--steps`` a run is deterministic for a given seed and device (CUDA: deterministic
+cuBLAS workspace). With only ``--minutes`` the step count, and with it the cosine
+schedule, is fixed from the throughput measured over the first steps and stored in the
+checkpoint: a resumed run keeps it.
+"""
+
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..basis import MASS_R0_PC, SIGMA_GRID_PC, metric_radii_pc
+from .data import make_sampler, profile_targets, sample_box, training_radii_pc
+from .export import export
+from .model import OUTPUTS, NukerMGEEmulator
+
+CHECKPOINT_FILE = "checkpoint.pt"
+LOG_FILE = "train_log.json"
+PLOT_FILE = "loss_curve.png"
+#: Seed of the held-out M1 draws; no training seed reaches them (continuous draws never repeat).
+EVAL_SEED = 987654321
+
+DEFAULTS = dict(width=384, depth=4, output="nuker_scaled", c=0.1, batch=1024, lr=1e-3, lr_min=1e-6,
+                warmup=200, mass_weight=1.0, max_weight=0.1, n_radii=128, grid="random", dtype="float64",
+                eval_n=2048, n_evals=20, ckpt_every_s=60.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss and metrics
+# ---------------------------------------------------------------------------------------------
+
+def gaussian_design(radii_pc, sigma_pc):
+    """g_i(r_j) = exp(-r_j^2 / (2 sigma_i^2)), shape (N, K); radii and sigmas in pc."""
+    return torch.exp(-0.5 * (radii_pc[:, None] / sigma_pc[None, :]) ** 2)
+
+
+def mass_design(sigma_pc, R0_pc=MASS_R0_PC):
+    """Projected mass [Msun per unit peak amplitude] of each Gaussian inside R0 [pc], shape (K,)."""
+    return 2.0 * math.pi * sigma_pc**2 * -torch.expm1(-0.5 * (R0_pc / sigma_pc) ** 2)
+
+
+def fractional_errors(amp, ln_sigma_true, ln_mass_true, design, m_basis):
+    """Fractional profile errors (B, N) and enclosed-mass errors (B,) of MGE amplitudes ``amp`` (B, K)."""
+    e_prof = (amp @ design.T) * torch.exp(-ln_sigma_true) - 1.0
+    e_mass = (amp @ m_basis) * torch.exp(-ln_mass_true) - 1.0
+    return e_prof, e_mass
+
+
+def loss_terms(e_prof, e_mass, mass_weight, max_weight):
+    """Scalar loss and its parts (module docstring)."""
+    mse = (e_prof**2).mean()
+    mass = (e_mass**2).mean()
+    worst = (e_prof**2).amax(dim=1).mean()
+    return mse + mass_weight * mass + max_weight * worst, {"mse": mse, "mass": mass, "max": worst}
+
+
+def m1_per_draw(amp, params, radii_pc=None):
+    """METRICS.md M1 quantities per draw: eps (max fractional error over 3 pc-3 kpc), M1b, kappa.
+
+    ``amp`` (B, 64) amplitudes for Sigma_b = 1, ``params`` (B, 4) = (alpha, beta, gamma, r_b_pc).
+    Returns three float64 numpy arrays of shape (B,).
+    """
+    amp = amp.detach().to(torch.float64)
+    params = params.detach().to(device=amp.device, dtype=torch.float64)
+    r = torch.as_tensor(metric_radii_pc() if radii_pc is None else radii_pc, dtype=torch.float64, device=amp.device)
+    sigma = torch.tensor(SIGMA_GRID_PC, dtype=torch.float64, device=amp.device)
+    design = gaussian_design(r, sigma)
+    ln_true, ln_m = profile_targets(params, r)
+    e_prof, e_mass = fractional_errors(amp, ln_true, ln_m, design, mass_design(sigma))
+    kappa = ((amp.abs() @ design.T) / (amp @ design.T).abs()).amax(dim=1)
+    return (e_prof.abs().amax(dim=1).cpu().numpy(), e_mass.abs().cpu().numpy(), kappa.cpu().numpy())
+
+
+def _stats(x, keys=("median", "p90", "p99", "max")):
+    q = {"median": 50, "p90": 90, "p99": 99, "max": 100}
+    return {k: float(np.percentile(x, q[k])) for k in keys} if x.size else {}
+
+
+def summarize_m1(eps, m1b, kappa, alpha):
+    """M1 summary dict: eps overall and split by alpha (<=1, 1-3, 3-10), M1b and kappa."""
+    alpha = np.asarray(alpha)
+    split = {"alpha<=1": alpha <= 1, "1<alpha<=3": (alpha > 1) & (alpha <= 3), "3<alpha<=10": alpha > 3}
+    return {"n": int(eps.size), "eps": _stats(eps),
+            "eps_by_alpha": {k: {"n": int(m.sum()), **_stats(eps[m])} for k, m in split.items()},
+            "m1b": _stats(m1b, ("median", "p99", "max")), "kappa": _stats(kappa, ("median", "p99", "max"))}
+
+
+@torch.no_grad()
+def evaluate(model, params, chunk=4096):
+    """Held-out M1 summary of ``model`` on shape vectors ``params`` (B, 4)."""
+    outs = [[], [], []]
+    dev, dt = _model_device_dtype(model)
+    for p in params.split(chunk):
+        p = p.to(device=dev, dtype=dt)
+        for acc, val in zip(outs, m1_per_draw(model(p), p)):
+            acc.append(val)
+    eps, m1b, kappa = (np.concatenate(o) for o in outs)
+    return summarize_m1(eps, m1b, kappa, params[:, 0].cpu().numpy())
+
+
+def _model_device_dtype(model):
+    p = next(model.parameters())
+    return p.device, p.dtype
+
+
+# ---------------------------------------------------------------------------------------------
+# Training loop
+# ---------------------------------------------------------------------------------------------
+
+def learning_rate(step, total, lr, lr_min, warmup):
+    """Linear warm-up over ``warmup`` steps, then cosine decay from ``lr`` to ``lr_min`` at ``total``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * t))
+
+
+def _resolve_device(name):
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def _seed_everything(seed, device):
+    if device.type == "cuda":
+        # Deterministic cuBLAS needs this before the first CUDA call.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(seed)
+
+
+def _save_atomic(obj, path):
+    tmp = Path(str(path) + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """State of one training run: model, optimiser, samplers, step counter and logs."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.out = Path(cfg["out"])
+        self.device = _resolve_device(cfg["device"])
+        self.dtype = getattr(torch, cfg["dtype"])
+        _seed_everything(cfg["seed"], self.device)
+        self.model = NukerMGEEmulator(cfg["width"], cfg["depth"], cfg["output"], cfg["c"]).to(self.device, self.dtype)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg["lr"])
+        self.sampler = make_sampler(cfg["grid"], cfg["seed"])
+        self.jitter_gen = torch.Generator().manual_seed(cfg["seed"] + 1)
+        self.sigma = torch.tensor(SIGMA_GRID_PC, dtype=self.dtype, device=self.device)
+        self.m_basis = mass_design(self.sigma)
+        self.eval_params = sample_box(cfg["eval_n"], EVAL_SEED)
+        self.step = 0
+        self.total_steps = cfg.get("steps")
+        self.wall_s = 0.0
+        self.log = {"loss_steps": [], "loss": [], "mse": [], "mass": [], "max": [], "evals": []}
+
+    # -- checkpointing -------------------------------------------------------------------------
+    def state(self):
+        return {"cfg": self.cfg, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "sampler": self.sampler.state_dict(), "jitter_gen": self.jitter_gen.get_state(),
+                "step": self.step, "total_steps": self.total_steps, "wall_s": self.wall_s, "log": self.log}
+
+    def save_checkpoint(self):
+        self.out.mkdir(parents=True, exist_ok=True)
+        _save_atomic(self.state(), self.out / CHECKPOINT_FILE)
+
+    def load_checkpoint(self, path):
+        st = torch.load(path, map_location=self.device, weights_only=False)
+        for key in ("width", "depth", "output", "c", "grid", "seed", "dtype"):
+            if st["cfg"][key] != self.cfg[key]:
+                raise SystemExit(f"cannot resume {path}: it was trained with {key}={st['cfg'][key]!r}, "
+                                 f"this command asks for {self.cfg[key]!r} (use another --out or --fresh)")
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["opt"])
+        self.sampler.load_state_dict(st["sampler"])
+        self.jitter_gen.set_state(st["jitter_gen"])
+        self.step, self.total_steps, self.wall_s, self.log = st["step"], st["total_steps"], st["wall_s"], st["log"]
+
+    # -- one step ------------------------------------------------------------------------------
+    def train_step(self):
+        cfg = self.cfg
+        params = self.sampler(cfg["batch"], torch.float64).to(self.device, self.dtype)
+        jitter = float(torch.rand((), generator=self.jitter_gen, dtype=torch.float64))
+        r = training_radii_pc(cfg["n_radii"], jitter, self.dtype, self.device)
+        with torch.no_grad():
+            ln_true, ln_m = profile_targets(params, r)
+        design = gaussian_design(r, self.sigma)
+        for g in self.opt.param_groups:
+            g["lr"] = learning_rate(self.step, self.total_steps, cfg["lr"], cfg["lr_min"], cfg["warmup"])
+        e_prof, e_mass = fractional_errors(self.model(params), ln_true, ln_m, design, self.m_basis)
+        loss, parts = loss_terms(e_prof, e_mass, cfg["mass_weight"], cfg["max_weight"])
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.step += 1
+        return loss.detach(), {k: v.detach() for k, v in parts.items()}
+
+    def run_eval(self):
+        self.model.eval()
+        summary = evaluate(self.model, self.eval_params)
+        self.model.train()
+        self.log["evals"].append({"step": self.step, "wall_s": round(self.wall_s, 2), **summary})
+        return summary
+
+
+def _estimate_total_steps(trainer, budget_s, probe_steps):
+    """Run ``probe_steps`` steps, time them, and return the step count that fills ``budget_s``."""
+    trainer.total_steps = 10**9  # placeholder during the probe: warm-up only depends on step
+    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    # The first steps pay for CUDA/allocator start-up: time only the steps after them.
+    n_warm = min(10, probe_steps // 2)
+    for _ in range(n_warm):
+        trainer.train_step()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(probe_steps - n_warm):
+        trainer.train_step()
+    sync()
+    per_step = (time.perf_counter() - t0) / (probe_steps - n_warm)
+    # ~8% of the budget goes to held-out evaluations and checkpoints.
+    return max(probe_steps + 1, int(0.92 * budget_s / per_step)), per_step
+
+
+def _load_weights(path, device, dtype):
+    """Model state_dict from an emulator_state.pt (export) or a checkpoint.pt (training) file."""
+    blob = torch.load(path, map_location=device, weights_only=False)
+    state = blob["state_dict"] if "state_dict" in blob else blob["model"]
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+
+
+def train(cfg, progress=True):
+    """Train (or resume) an emulator as described by ``cfg`` (see ``add_cli``); returns the log dict."""
+    from tqdm.auto import tqdm
+
+    out = Path(cfg["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg["threads"])
+    trainer = Trainer(cfg)
+    ckpt = out / CHECKPOINT_FILE
+    resumed = ckpt.exists() and not cfg.get("fresh")
+    if resumed:
+        trainer.load_checkpoint(ckpt)
+    elif cfg.get("init_from"):
+        # Fine-tuning: start from exported weights (or a checkpoint), with a fresh optimiser
+        # and schedule; same architecture required.
+        trainer.model.load_state_dict(_load_weights(cfg["init_from"], trainer.device, trainer.dtype))
+    t_start = time.perf_counter()
+    budget_s = 60.0 * cfg["minutes"] if cfg.get("minutes") else float("inf")
+    if trainer.total_steps is None:
+        if not math.isfinite(budget_s):
+            raise SystemExit("give --steps or --minutes")
+        probe = max(5, min(200, cfg.get("probe_steps", 100)))
+        trainer.total_steps, per_step = _estimate_total_steps(trainer, budget_s, probe)
+        trainer.log["probe_s_per_step"] = per_step
+    total = trainer.total_steps
+    eval_every = max(1, total // max(1, cfg["n_evals"]))
+    log_every = max(1, min(100, total // 500))
+
+    bar = tqdm(total=total, initial=trainer.step, disable=not progress, dynamic_ncols=True,
+               mininterval=cfg.get("tqdm_interval", 1.0), desc="train", file=sys.stdout)
+    acc = {"loss": 0.0, "mse": 0.0, "mass": 0.0, "max": 0.0}
+    n_acc, last_ckpt, stopped_early = 0, time.perf_counter(), False
+    wall0 = trainer.wall_s
+    try:
+        while trainer.step < total:
+            loss, parts = trainer.train_step()
+            acc["loss"] += loss
+            for k in parts:
+                acc[k] += parts[k]
+            n_acc += 1
+            bar.update(1)
+            now = time.perf_counter()
+            trainer.wall_s = wall0 + (now - t_start)
+            if trainer.step % log_every == 0 or trainer.step == total:
+                vals = {k: float(v) / n_acc for k, v in acc.items()}
+                if not math.isfinite(vals["loss"]):
+                    raise FloatingPointError(f"loss became {vals['loss']} at step {trainer.step}")
+                trainer.log["loss_steps"].append(trainer.step)
+                for k, v in vals.items():
+                    trainer.log[k].append(v)
+                bar.set_postfix(loss=f"{vals['loss']:.3e}", lr=f"{trainer.opt.param_groups[0]['lr']:.1e}")
+                acc = dict.fromkeys(acc, 0.0)
+                n_acc = 0
+            if trainer.step % eval_every == 0 or trainer.step == total:
+                s = trainer.run_eval()
+                bar.write(f"step {trainer.step}/{total} wall {trainer.wall_s:.0f}s  held-out M1 eps median "
+                          f"{s['eps']['median']:.2e} p90 {s['eps']['p90']:.2e} p99 {s['eps']['p99']:.2e} "
+                          f"max {s['eps']['max']:.2e}  M1b p99 {s['m1b']['p99']:.2e}")
+                trainer.save_checkpoint()
+                last_ckpt = time.perf_counter()
+            elif now - last_ckpt > cfg["ckpt_every_s"]:
+                trainer.save_checkpoint()
+                last_ckpt = now
+            if now - t_start > budget_s * 1.05 and trainer.step < total:
+                stopped_early = True
+                bar.write(f"wall-clock budget reached at step {trainer.step}/{total}: checkpointed; "
+                          "run the same command again to resume")
+                break
+    except KeyboardInterrupt:
+        stopped_early = True
+        bar.write(f"interrupted at step {trainer.step}: checkpointed; run the same command again to resume")
+    finally:
+        bar.close()
+        trainer.save_checkpoint()
+
+    final = trainer.log["evals"][-1] if trainer.log["evals"] and trainer.log["evals"][-1]["step"] == trainer.step \
+        else {"step": trainer.step, **trainer.run_eval()}
+    trainer.log.update({"config": cfg, "total_steps": total, "completed": not stopped_early,
+                        "wall_s": trainer.wall_s, "device": str(trainer.device),
+                        "device_name": torch.cuda.get_device_name() if trainer.device.type == "cuda" else "cpu",
+                        "torch": torch.__version__, "threads": torch.get_num_threads(), "resumed": resumed,
+                        "final_eval": final})
+    (out / LOG_FILE).write_text(json.dumps(trainer.log, indent=1, default=str))
+    plot_log(trainer.log, out / PLOT_FILE)
+    export(trainer.model, out, meta={"trained": {k: trainer.log[k] for k in (
+        "total_steps", "completed", "wall_s", "device", "device_name", "torch", "threads")},
+        "command": cfg.get("command"), "train_config": cfg, "held_out_m1": final})
+    return trainer.log
+
+
+def plot_log(log, path):
+    """PNG of the training loss (and its parts) and of the held-out M1 eps percentiles vs step."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, style in (("loss", "k-"), ("mse", "C0-"), ("mass", "C1-"), ("max", "C2-")):
+        if log[key]:
+            a1.plot(log["loss_steps"], log[key], style, lw=0.8, label=key)
+    a1.set(xlabel="step", ylabel="loss", yscale="log", title="training loss (batch means)")
+    a1.legend()
+    if log["evals"]:
+        steps = [e["step"] for e in log["evals"]]
+        for q, style in (("median", "C0o-"), ("p90", "C1o-"), ("p99", "C3o-")):
+            a2.plot(steps, [e["eps"][q] for e in log["evals"]], style, ms=3, label=f"eps {q}")
+        a2.plot(steps, [e["m1b"]["p99"] for e in log["evals"]], "C2s--", ms=3, label="M1b p99")
+    a2.set(xlabel="step", ylabel="fractional error", yscale="log", title="held-out M1")
+    a2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+def add_cli(subparsers):
+    """Register the ``train`` sub-command on an argparse ``subparsers`` object."""
+    p = subparsers.add_parser("train", help="train the Nuker -> MGE neural emulator",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="output folder: checkpoint, log, PNG and the exported emulator")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget of this invocation")
+    p.add_argument("--steps", type=int, default=None, help="total optimiser steps (deterministic schedule)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--grid", default=DEFAULTS["grid"], choices=("paper", "random"),
+                   help="paper: the 50^4 Appendix-A grid; random: continuous uniform draws in the same box")
+    p.add_argument("--width", type=int, default=DEFAULTS["width"])
+    p.add_argument("--depth", type=int, default=DEFAULTS["depth"], help="number of hidden layers")
+    p.add_argument("--output", default=DEFAULTS["output"], choices=OUTPUTS)
+    p.add_argument("--c", type=float, default=DEFAULTS["c"], help="offset of the nuker_scaled output head")
+    p.add_argument("--batch", type=int, default=DEFAULTS["batch"])
+    p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    p.add_argument("--lr-min", type=float, default=DEFAULTS["lr_min"])
+    p.add_argument("--warmup", type=int, default=DEFAULTS["warmup"])
+    p.add_argument("--mass-weight", type=float, default=DEFAULTS["mass_weight"])
+    p.add_argument("--max-weight", type=float, default=DEFAULTS["max_weight"])
+    p.add_argument("--n-radii", type=int, default=DEFAULTS["n_radii"])
+    p.add_argument("--dtype", default=DEFAULTS["dtype"], choices=("float64", "float32"))
+    p.add_argument("--eval-n", type=int, default=DEFAULTS["eval_n"], help="held-out M1 draws")
+    p.add_argument("--n-evals", type=int, default=DEFAULTS["n_evals"], help="held-out evaluations per run")
+    p.add_argument("--ckpt-every-s", type=float, default=DEFAULTS["ckpt_every_s"])
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
+    p.add_argument("--init-from", default=None,
+                   help="start from these weights (emulator_state.pt or checkpoint.pt; fine-tuning)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--tqdm-interval", type=float, default=1.0, help="seconds between progress-bar refreshes")
+    p.set_defaults(func=_cli_train)
+    return p
+
+
+def _cli_train(args):
+    cfg = {k: v for k, v in vars(args).items() if k not in ("func", "no_progress", "command")}
+    cfg["command"] = " ".join(shlex.quote(a) for a in sys.argv)
+    if cfg["minutes"] is None and cfg["steps"] is None:
+        raise SystemExit("nuker-mge train: give --minutes or --steps")
+    log = train(cfg, progress=not args.no_progress)
+    print(json.dumps({"out": str(cfg["out"]), "steps": log["total_steps"], "completed": log["completed"],
+                      "wall_s": round(log["wall_s"], 1), "held_out_m1": log["final_eval"]}, indent=1))
+    return 0
+
+
+def main(argv=None):
+    """``python -m nuker_mge_plugin.emulator.train ...``: the train sub-command alone."""
+    import argparse
+    parser = argparse.ArgumentParser(prog="nuker-mge")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_cli(sub)
+    args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
