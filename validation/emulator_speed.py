@@ -8,8 +8,10 @@ with profiles per second, their ratios, and the torch thread count.
 """
 
 import argparse
+import contextlib
 import json
 import math
+import sys
 import time
 
 import numpy as np
@@ -28,8 +30,11 @@ def mgefit_rate(params, ngauss=20):
     from mgefit.mge_fit_1d import mge_fit_1d
     r = metric_radii_pc()
     t0 = time.perf_counter()
-    for alpha, beta, gamma, r_b in params.tolist():
-        mge_fit_1d(r, nuker_surface_density(r, 1.0, r_b, alpha, beta, gamma), ngauss=ngauss, quiet=True, plot=False)
+    # mge_fit_1d prints residual warnings even when quiet; keep stdout for the JSON alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        for alpha, beta, gamma, r_b in params.tolist():
+            mge_fit_1d(r, nuker_surface_density(r, 1.0, r_b, alpha, beta, gamma), ngauss=ngauss, quiet=True,
+                       plot=False)
     return len(params) / (time.perf_counter() - t0)
 
 
