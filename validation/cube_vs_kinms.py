@@ -39,15 +39,15 @@ from nuker_mge_plugin.dynamics.cube import GasCube  # noqa: E402
 
 def ngc4697_velocity(rad):
     """v_c [km/s] on rad [arcsec] for a Nuker MGE (alpha 1.5, beta 1.6, gamma 0.1, r_b 100 pc,
-    Sigma_b 5e4 Msun/pc^2, qobs 0.6) + M_BH 1.3e8 Msun at 11.4 Mpc, inc 76, via jampy.mge.vcirc."""
-    import jampy.mge as jm
+    Sigma_b 5e4 Msun/pc^2, qobs 0.6) + M_BH 1.3e8 Msun at 11.4 Mpc, inc 76, via jampy (any version)."""
+    from nuker_mge_plugin.adapters.jampy_shim import jampy_vcirc
     from nuker_mge_plugin.projector import exact_amplitudes
 
     D = 11.4
     surf = exact_amplitudes(1.5, 1.6, 0.1, 100.0).numpy()[0] * 5e4
     sig = SIGMA_GRID_PC / pc_per_arcsec(D)
     v = np.zeros_like(rad)
-    v[1:] = jm.vcirc(surf, sig, np.full(64, 0.6), 76.0, 1.3e8, D, rad[1:])
+    v[1:] = jampy_vcirc(surf, sig, np.full(64, 0.6), 76.0, 1.3e8, D, rad[1:])
     return v
 
 

@@ -38,9 +38,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
-import jampy as jam  # noqa: E402
 
 from common import spherical_nuker_vcirc_truth  # noqa: E402
+from nuker_mge_plugin.adapters.jampy_shim import jampy_vcirc  # noqa: E402
 from nuker_mge_plugin.backends import amplitudes  # noqa: E402
 from nuker_mge_plugin.basis import SIGMA_GRID_PC, pc_per_arcsec  # noqa: E402
 from nuker_mge_plugin.dynamics import vcirc  # noqa: E402
@@ -132,7 +132,7 @@ def measure_m2(tables):
     rec = {k: [] for k in ("q64", "q32", "j_all", "j_in", "jq_all", "jq_in", "fq64", "fq32")}
     for tab in tqdm(tables, desc="M2", unit="table", file=sys.stderr):
         vq = quad_reference(tab, RAD_M2)
-        vj = jam.mge.vcirc(tab["surf_pc"], tab["sigma_arcsec"], tab["qobs"], tab["inc_deg"], tab["mbh"],
+        vj = jampy_vcirc(tab["surf_pc"], tab["sigma_arcsec"], tab["qobs"], tab["inc_deg"], tab["mbh"],
                            tab["distance"], RAD_M2)
         # one table is a batch of 1: the automatic choice is the general path; force each path once
         v64, v32 = ours(tab, RAD_M2, torch.float64, "general"), ours(tab, RAD_M2, torch.float32, "general")
@@ -199,7 +199,7 @@ def measure_m4(tables, sizes=(1, 256), dist_sigma=20.0):
 
         def run_jampy():
             for t in tabs:
-                jam.mge.vcirc(t["surf_pc"], sig_shared, t["qobs"], t["inc_deg"], t["mbh"], t["distance"], rad)
+                jampy_vcirc(t["surf_pc"], sig_shared, t["qobs"], t["inc_deg"], t["mbh"], t["distance"], rad)
 
         def run_ours():
             with torch.no_grad():
@@ -289,7 +289,7 @@ def main(argv=None):
     ex = jampy_example_table()
     rad_ex = np.geomspace(ex["sigma_arcsec"].min() / 10, ex["sigma_arcsec"].max() * 3, 40)
     vo, vq = ours(ex, rad_ex, torch.float64), quad_reference(ex, rad_ex)
-    vj = jam.mge.vcirc(ex["surf_pc"], ex["sigma_arcsec"], ex["qobs"], ex["inc_deg"], ex["mbh"], ex["distance"], rad_ex)
+    vj = jampy_vcirc(ex["surf_pc"], ex["sigma_arcsec"], ex["qobs"], ex["inc_deg"], ex["mbh"], ex["distance"], rad_ex)
     vt = np.sqrt(G * rad_ex**2 / (3 + rad_ex**2) ** 1.5 + G * 0.01 / rad_ex)
     r3, e3, alpha3 = measure_m3(rng, args.n_m3, args.backend)
     m4 = measure_m4(tables[:-1])
