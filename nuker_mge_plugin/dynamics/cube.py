@@ -81,25 +81,25 @@ def _as_tensor(x, dtype, device):
     return torch.as_tensor(np.array(x, dtype=np.float64), dtype=dtype, device=device)
 
 
+def _batched(name, x, dtype, device, ndim, expected):
+    """``x`` with a leading batch axis added if it has rank ``ndim``. Returns (tensor, batched?)."""
+    t = _as_tensor(x, dtype, device)
+    if t.ndim == ndim:
+        return t.unsqueeze(0), False
+    if t.ndim == ndim + 1:
+        return t, True
+    raise ValueError(f"{name} must be {expected}, got shape {tuple(t.shape)}")
+
+
 def _batch_scalar(name, x, dtype, device):
     """A per-model scalar as a (B,) tensor; B = 1 for a plain number. Returns (tensor, batched?)."""
-    t = _as_tensor(x, dtype, device)
-    if t.ndim == 0:
-        return t.reshape(1), False
-    if t.ndim == 1:
-        return t, True
-    raise ValueError(f"{name} must be a scalar or a 1-D batch of scalars, got shape {tuple(t.shape)} "
-                     "(radial warps are not supported)")
+    return _batched(name, x, dtype, device, 0,
+                    "a scalar or a 1-D batch of scalars (radial warps are not supported)")
 
 
 def _batch_profile(name, x, dtype, device):
     """A profile as a (B, n) tensor; (n,) -> (1, n). Returns (tensor, batched?)."""
-    t = _as_tensor(x, dtype, device)
-    if t.ndim == 1:
-        return t.unsqueeze(0), False
-    if t.ndim == 2:
-        return t, True
-    raise ValueError(f"{name} must be 1-D (n,) or 2-D (B, n), got shape {tuple(t.shape)}")
+    return _batched(name, x, dtype, device, 1, "1-D (n,) or 2-D (B, n)")
 
 
 def _check_grid(name, xp):
