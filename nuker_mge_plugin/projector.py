@@ -85,9 +85,17 @@ def mge_surface_density(surf, sigma, R):
     return (g * surf[..., None, :]).sum(-1)
 
 
+def gaussian_enclosed_mass_2d(sigma, R0):
+    """Projected mass inside R0 of a circular Gaussian of unit peak: 2 pi sigma^2 (1 - exp(-R0^2/2sigma^2)).
+
+    ``sigma`` and ``R0`` in one length unit; the mass is in (that unit)^2 times the peak surface density.
+    """
+    return 2.0 * math.pi * sigma**2 * -torch.expm1(-0.5 * (R0 / sigma) ** 2)
+
+
 def mge_enclosed_mass_2d(surf, sigma, R0):
-    """Projected mass inside R0 of a circular MGE: sum_i 2 pi surf_i sigma_i^2 (1 - exp(-R0^2/2sigma_i^2))."""
-    return (2.0 * math.pi * surf * sigma**2 * -torch.expm1(-0.5 * (R0 / sigma) ** 2)).sum(-1)
+    """Projected mass inside R0 of a circular MGE: sum_i surf_i 2 pi sigma_i^2 (1 - exp(-R0^2/2sigma_i^2))."""
+    return (surf * gaussian_enclosed_mass_2d(sigma, R0)).sum(-1)
 
 
 def exact_amplitudes(alpha, beta, gamma, r_b_pc, *, dtype=torch.float64, device=None,
@@ -117,7 +125,7 @@ def exact_amplitudes(alpha, beta, gamma, r_b_pc, *, dtype=torch.float64, device=
 
     R0 = torch.tensor(MASS_R0_PC, dtype=dtype, device=device)
     m_nuk = nuker_enclosed_mass_2d(R0, r_b, alpha, beta, gamma)                   # (B,)
-    m_basis = 2.0 * math.pi * sigma**2 * -torch.expm1(-0.5 * (R0 / sigma) ** 2)   # (K,)
+    m_basis = gaussian_enclosed_mass_2d(sigma, R0)                                # (K,)
     mass_row = mass_weight * m_basis / m_nuk[:, None]                             # (B, K)
 
     K = sigma.numel()

@@ -173,3 +173,15 @@ def test_cuda_load_and_amplitudes_match_cpu():
     assert gpu.device.type == "cuda"
     cpu = emulator.amplitudes(*p.unbind(1), device="cpu")
     assert torch.allclose(gpu.cpu(), cpu, rtol=1e-9, atol=1e-12 * cpu.abs().max().item())
+
+
+def test_model_nuker_formula_matches_package():
+    # The module restates log_nuker for TorchScript; the two must not drift apart.
+    from nuker_mge_plugin.basis import SIGMA_GRID_PC
+    from nuker_mge_plugin.emulator.model import NukerMGEEmulator
+    from nuker_mge_plugin.nuker import log_nuker
+
+    x = torch.tensor([[0.1, 0.4, 0.001, 2.0], [3.0, 2.5, 0.7, 90.0], [10.0, 4.2, 1.2, 2000.0]], dtype=torch.float64)
+    got = NukerMGEEmulator().double().log_nuker_at_sigma(x)
+    ref = log_nuker(torch.tensor(SIGMA_GRID_PC)[None, :], 1.0, x[:, 3:4], x[:, 0:1], x[:, 1:2], x[:, 2:3])
+    assert torch.allclose(got, ref, rtol=1e-13, atol=1e-12)

@@ -21,20 +21,12 @@ from scipy.integrate import quad
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from common import draw_m1_shapes  # noqa: E402
 from nuker_mge_plugin.backends import BACKENDS, amplitudes  # noqa: E402
-from nuker_mge_plugin.basis import MASS_R0_PC, SIGMA_GRID_PC, metric_radii_pc  # noqa: E402
+from nuker_mge_plugin.basis import MASS_R0_PC, SIGMA_GRID_PC  # noqa: E402
+from nuker_mge_plugin.emulator.train import m1_per_draw  # noqa: E402
 from nuker_mge_plugin.nuker import log_nuker  # noqa: E402
-from nuker_mge_plugin.projector import exact_amplitudes  # noqa: E402
-
-
-def draw_box(n, seed):
-    """METRICS.md M1 draws: log10 alpha ~ U(-1,1), gamma ~ U(0.001,1.2), beta-gamma ~ U(0.3,3), log r_b ~ U."""
-    rng = np.random.default_rng(seed)
-    alpha = 10 ** rng.uniform(-1, 1, n)
-    gamma = rng.uniform(0.001, 1.2, n)
-    beta = gamma + rng.uniform(0.3, 3.0, n)
-    r_b = 10 ** rng.uniform(math.log10(2), math.log10(2000), n)
-    return alpha, beta, gamma, r_b
+from nuker_mge_plugin.projector import exact_amplitudes, gaussian_enclosed_mass_2d  # noqa: E402
 
 
 def quad_mass(R0, r_b, alpha, beta, gamma):
@@ -46,10 +38,8 @@ def quad_mass(R0, r_b, alpha, beta, gamma):
 
 
 def evaluate(amp_fn, alpha, beta, gamma, r_b, chunk, n_mass_check):
-    R = torch.as_tensor(metric_radii_pc())
-    sig = torch.as_tensor(SIGMA_GRID_PC.copy())
-    g = torch.exp(-0.5 * (R[:, None] / sig) ** 2)
-    m_basis = 2 * math.pi * sig**2 * -torch.expm1(-0.5 * (MASS_R0_PC / sig) ** 2)
+    """M1 eps and kappa per draw (the training code's ``m1_per_draw``) and M1b against scipy quad."""
+    m_basis = gaussian_enclosed_mass_2d(torch.tensor(SIGMA_GRID_PC), MASS_R0_PC)
     eps, kappa, m_mge, amps_all = [], [], [], []
     t_amp = 0.0
     for i in tqdm(range(0, len(alpha), chunk), desc="M1", unit="chunk", file=sys.stderr):
@@ -57,13 +47,12 @@ def evaluate(amp_fn, alpha, beta, gamma, r_b, chunk, n_mass_check):
         t0 = time.perf_counter()
         a = amp_fn(alpha[s], beta[s], gamma[s], r_b[s]).detach().to(torch.float64).cpu()
         t_amp += time.perf_counter() - t0
-        mge = a @ g.T
-        nuk = torch.exp(log_nuker(R, 1.0, *(torch.as_tensor(x[s])[:, None] for x in (r_b, alpha, beta, gamma))))
-        eps.append((mge / nuk - 1).abs().amax(1))
-        kappa.append(((a.abs() @ g.T) / mge.abs()).amax(1))
-        m_mge.append(a @ m_basis)
+        e, _, k = m1_per_draw(a, torch.as_tensor(np.stack([alpha[s], beta[s], gamma[s], r_b[s]], axis=1)))
+        eps.append(e)
+        kappa.append(k)
+        m_mge.append((a @ m_basis).numpy())
         amps_all.append(a)
-    eps, kappa, m_mge = (torch.cat(x).numpy() for x in (eps, kappa, m_mge))
+    eps, kappa, m_mge = (np.concatenate(x) for x in (eps, kappa, m_mge))
     m_true = np.array([quad_mass(MASS_R0_PC, r_b[k], alpha[k], beta[k], gamma[k])
                        for k in tqdm(range(min(n_mass_check, len(alpha))), desc="M1b quad", file=sys.stderr)])
     m1b = np.abs(m_mge[: len(m_true)] / m_true - 1)
@@ -136,7 +125,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
-    alpha, beta, gamma, r_b = draw_box(args.n, args.seed)
+    alpha, beta, gamma, r_b = draw_m1_shapes(np.random.default_rng(args.seed), args.n)
     if args.profile_only:
         if args.backend != "exact":
             p.error("--profile-only applies to the exact backend")

@@ -39,7 +39,7 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
-from common import spherical_nuker_vcirc_truth  # noqa: E402
+from common import draw_m1_shapes, spherical_nuker_vcirc_truth  # noqa: E402
 from nuker_mge_plugin.adapters.jampy_shim import jampy_vcirc  # noqa: E402
 from nuker_mge_plugin.backends import amplitudes  # noqa: E402
 from nuker_mge_plugin.basis import SIGMA_GRID_PC, pc_per_arcsec  # noqa: E402
@@ -51,18 +51,9 @@ VC = sys.modules["nuker_mge_plugin.dynamics.vcirc"]  # the module (the package e
 RAD_M2 = np.geomspace(0.01, 10.0, 50)  # arcsec
 
 
-def draw_shapes(rng, n):
-    """M1 draws: log10 alpha ~ U(-1,1), gamma ~ U(0.001,1.2), beta-gamma ~ U(0.3,3), log10 r_b/pc ~ U(log 2, log 2000)."""
-    alpha = 10 ** rng.uniform(-1, 1, n)
-    gamma = rng.uniform(0.001, 1.2, n)
-    beta = gamma + rng.uniform(0.3, 3.0, n)
-    r_b = 10 ** rng.uniform(math.log10(2), math.log10(2000), n)
-    return alpha, beta, gamma, r_b
-
-
 def nuker_tables(rng, n, backend):
     """M2 tables: list of dicts with surf_pc, sigma_arcsec, qobs (K,), inc_deg, mbh, distance, label."""
-    alpha, beta, gamma, r_b = draw_shapes(rng, n)
+    alpha, beta, gamma, r_b = draw_m1_shapes(rng, n)
     amp = amplitudes(backend, alpha, beta, gamma, r_b).detach().cpu().numpy()
     sigma_b = 10 ** rng.uniform(1, 5, n)
     qobs = rng.uniform(0.3, 1.0, n)
@@ -149,7 +140,7 @@ def measure_m2(tables):
 
 
 def measure_m3(rng, n, backend, mbh_range=(1e6, 6.3e9)):
-    alpha, beta, gamma, r_b = draw_shapes(rng, n)
+    alpha, beta, gamma, r_b = draw_m1_shapes(rng, n)
     amp = amplitudes(backend, alpha, beta, gamma, r_b).detach().to(torch.float64)
     sigma_b = 10 ** rng.uniform(1, 5, n)
     mbh = 10 ** rng.uniform(math.log10(mbh_range[0]), math.log10(mbh_range[1]), n)

@@ -78,7 +78,8 @@ class NukerMGEEmulator(nn.Module):
         return 2.0 * (z - self.box_lo) / (self.box_hi - self.box_lo) - 1.0
 
     def log_nuker_at_sigma(self, x):
-        """ln Sigma_Nuker(sigma_i) (B, 64) for Sigma_b = 1; same formula as nuker.log_nuker."""
+        """ln Sigma_Nuker(sigma_i) (B, 64) for Sigma_b = 1: nuker.log_nuker's formula, restated here
+        because TorchScript cannot compile its numpy/torch dispatch (tests check the two agree)."""
         alpha, beta, gamma = x[:, 0:1], x[:, 1:2], x[:, 2:3]
         lnx = self.ln_sigma_pc[None, :] - torch.log(x[:, 3:4])
         soft = torch.logaddexp(torch.zeros_like(lnx), alpha * lnx)

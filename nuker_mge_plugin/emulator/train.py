@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..basis import MASS_R0_PC, SIGMA_GRID_PC, metric_radii_pc
+from ..projector import gaussian_enclosed_mass_2d
 from .data import make_sampler, profile_targets, sample_box, training_radii_pc
 from .export import export
 from .model import OUTPUTS, NukerMGEEmulator
@@ -53,11 +54,6 @@ DEFAULTS = dict(width=384, depth=4, output="nuker_scaled", c=0.1, batch=1024, lr
 def gaussian_design(radii_pc, sigma_pc):
     """g_i(r_j) = exp(-r_j^2 / (2 sigma_i^2)), shape (N, K); radii and sigmas in pc."""
     return torch.exp(-0.5 * (radii_pc[:, None] / sigma_pc[None, :]) ** 2)
-
-
-def mass_design(sigma_pc, R0_pc=MASS_R0_PC):
-    """Projected mass [Msun per unit peak amplitude] of each Gaussian inside R0 [pc], shape (K,)."""
-    return 2.0 * math.pi * sigma_pc**2 * -torch.expm1(-0.5 * (R0_pc / sigma_pc) ** 2)
 
 
 def fractional_errors(amp, ln_sigma_true, ln_mass_true, design, m_basis):
@@ -87,7 +83,7 @@ def m1_per_draw(amp, params, radii_pc=None):
     sigma = torch.tensor(SIGMA_GRID_PC, dtype=torch.float64, device=amp.device)
     design = gaussian_design(r, sigma)
     ln_true, ln_m = profile_targets(params, r)
-    e_prof, e_mass = fractional_errors(amp, ln_true, ln_m, design, mass_design(sigma))
+    e_prof, e_mass = fractional_errors(amp, ln_true, ln_m, design, gaussian_enclosed_mass_2d(sigma, MASS_R0_PC))
     kappa = ((amp.abs() @ design.T) / (amp @ design.T).abs()).amax(dim=1)
     return (e_prof.abs().amax(dim=1).cpu().numpy(), e_mass.abs().cpu().numpy(), kappa.cpu().numpy())
 
@@ -172,7 +168,7 @@ class Trainer:
         self.sampler = make_sampler(cfg["grid"], cfg["seed"])
         self.jitter_gen = torch.Generator().manual_seed(cfg["seed"] + 1)
         self.sigma = torch.tensor(SIGMA_GRID_PC, dtype=self.dtype, device=self.device)
-        self.m_basis = mass_design(self.sigma)
+        self.m_basis = gaussian_enclosed_mass_2d(self.sigma, MASS_R0_PC)
         self.eval_params = sample_box(cfg["eval_n"], EVAL_SEED)
         self.step = 0
         self.total_steps = cfg.get("steps")
