@@ -16,7 +16,7 @@ from . import __version__
 from .basis import FIT_R_MAX_PC, FIT_R_MIN_PC, SIGMA_GRID_PC, pc_per_arcsec
 from .backends import BACKENDS, amplitudes
 from .nuker import ALPHA_RANGE, BETA_MINUS_GAMMA_RANGE, GAMMA_RANGE, R_B_PC_RANGE, check_nuker_params, \
-    check_training_box, nuker_surface_density
+    nuker_surface_density
 
 #: Break radii [pc] the exact backend accepts: the fit range 3 pc-3 kpc must see the break.
 EXACT_R_B_PC_RANGE = (1.0, 1.0e4)
@@ -190,8 +190,7 @@ def nuker_to_mge(*, sigma_b, r_b, alpha, beta, gamma, qobs, distance, backend="e
         raise ValueError(f"r_b = {r_b:g} arcsec ({r_b_pc:.4g} pc at {distance:g} Mpc) is outside the "
                          f"{backend} backend's range {pc_lo:g}-{pc_hi:g} pc: at this distance r_b must be "
                          f"in [{lo:.4g}, {hi:.4g}] arcsec")
-    if backend == "nn":
-        check_training_box(alpha, beta, gamma, r_b_pc)
+    # backend "nn" checks its own training box (alpha, beta - gamma, gamma) inside amplitudes().
     amps = amplitudes(backend, alpha, beta, gamma, r_b_pc).detach().cpu().numpy()[0]
     surf_pc = sigma_b * amps
     meta = dict(sigma_b=sigma_b, r_b_arcsec=r_b, r_b_pc=r_b_pc, alpha=alpha, beta=beta, gamma=gamma,
