@@ -22,6 +22,14 @@ def _is_torch(*xs):
     return any(isinstance(x, torch.Tensor) for x in xs)
 
 
+def as_tensor_on(v, dtype, device):
+    """``v`` as a tensor of ``dtype`` on ``device``; Python scalars are filled in place on the
+    device rather than copied from the host, which would stall a CUDA queue."""
+    if isinstance(v, (int, float)):
+        return torch.full((), float(v), dtype=dtype, device=device)
+    return torch.as_tensor(v, dtype=dtype, device=device)
+
+
 def log_nuker(R, sigma_b, r_b, alpha, beta, gamma):
     """Natural log of the Nuker surface density, eq. (2), evaluated without overflow.
 
@@ -38,8 +46,8 @@ def log_nuker(R, sigma_b, r_b, alpha, beta, gamma):
     """
     if _is_torch(R, sigma_b, r_b, alpha, beta, gamma):
         ref = next(x for x in (R, sigma_b, r_b, alpha, beta, gamma) if isinstance(x, torch.Tensor))
-        as_t = lambda v: torch.as_tensor(v, dtype=ref.dtype, device=ref.device)  # noqa: E731
-        R, sigma_b, r_b, alpha, beta, gamma = map(as_t, (R, sigma_b, r_b, alpha, beta, gamma))
+        R, sigma_b, r_b, alpha, beta, gamma = (as_tensor_on(v, ref.dtype, ref.device)
+                                               for v in (R, sigma_b, r_b, alpha, beta, gamma))
         lnx = torch.log(R) - torch.log(r_b)
         # logaddexp(0, t) = ln(1 + e^t) is exact and finite for any t.
         soft = torch.logaddexp(torch.zeros_like(lnx), alpha * lnx)

@@ -25,13 +25,14 @@ Everything is torch, batched over the leading dimension, float64 by default, and
 differentiable with respect to the Nuker parameters (QR solve of the stacked system).
 """
 
+import functools
 import math
 
 import numpy as np
 import torch
 
 from .basis import FIT_R_MAX_PC, FIT_R_MIN_PC, MASS_R0_PC, SIGMA_GRID_PC
-from .nuker import log_nuker
+from .nuker import as_tensor_on, log_nuker
 
 #: Fit radii [pc]: a little wider than the M1 range so the end points are not edge cases.
 # Fit radii [pc]: from the M1 inner edge (going further in costs accuracy at 3 pc: the basis
@@ -48,6 +49,7 @@ _MASS_SPAN_LN = 36.0  # integrate ln R over [ln R0 - 36, ln R0]; the rest is a p
 _MASS_PANELS = 72
 
 
+@functools.lru_cache(maxsize=16)
 def _mass_nodes(dtype, device):
     edges = np.linspace(-_MASS_SPAN_LN, 0.0, _MASS_PANELS + 1)
     half = 0.5 * np.diff(edges)
@@ -67,8 +69,8 @@ def nuker_enclosed_mass_2d(R0, r_b, alpha, beta, gamma, sigma_b=1.0):
     ref = next((x for x in (R0, r_b, alpha, beta, gamma, sigma_b) if isinstance(x, torch.Tensor)), None)
     dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float64
     device = ref.device if ref is not None else None
-    t = lambda v: torch.as_tensor(v, dtype=dtype, device=device)  # noqa: E731
-    R0, r_b, alpha, beta, gamma, sigma_b = map(t, (R0, r_b, alpha, beta, gamma, sigma_b))
+    R0, r_b, alpha, beta, gamma, sigma_b = (as_tensor_on(v, dtype, device)
+                                            for v in (R0, r_b, alpha, beta, gamma, sigma_b))
     u, w = _mass_nodes(dtype, alpha.device)
     lnR = torch.log(R0)[..., None] + u
     lnS = log_nuker(torch.exp(lnR), sigma_b[..., None], r_b[..., None], alpha[..., None], beta[..., None],

@@ -48,9 +48,9 @@ def test_symexp_eq3():
     assert model.symexp(h).tolist() == pytest.approx([-(10.0 - 1e-12), 0.0, 1.0 - 1e-12])
 
 
-@pytest.mark.parametrize("output", model.OUTPUTS)
-def test_torchscript_matches_eager(output):
-    m = model.NukerMGEEmulator(width=16, depth=2, output=output).double()
+@pytest.mark.parametrize("output, n_fourier", [(o, 0) for o in model.OUTPUTS] + [("nuker_scaled", 3)])
+def test_torchscript_matches_eager(output, n_fourier):
+    m = model.NukerMGEEmulator(width=16, depth=2, output=output, n_fourier=n_fourier).double()
     x = data.sample_box(32, 0)
     with export._quiet_torchscript():
         s = torch.jit.script(m)
@@ -78,8 +78,10 @@ def test_tiny_training_loss_drops_and_export_round_trips(tmp_path):
     assert kind == "state_dict" and torch.equal(m(x), eager(x))
 
 
-def test_resume_is_exact(tmp_path):
-    cfg = _tiny_cfg(tmp_path / "a", steps=12)
+@pytest.mark.parametrize("hard_fraction", [0.0, 0.25])
+def test_resume_is_exact(tmp_path, hard_fraction):
+    cfg = dict(_tiny_cfg(tmp_path / "a", steps=12), hard_fraction=hard_fraction, hard_pool=256, hard_keep=16,
+               hard_every=4)
     straight = train.Trainer(cfg)
     straight.total_steps = 12
     for _ in range(12):
@@ -95,6 +97,41 @@ def test_resume_is_exact(tmp_path):
         resumed.train_step()
     for (k, v1), v2 in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(v1, v2), k
+
+
+def test_fourier_features_layout_and_range():
+    m = model.NukerMGEEmulator(width=16, depth=2, n_fourier=2).double()
+    x = data.sample_box(5, 1)
+    f = m.features(x)
+    z = f[:, :4]
+    assert f.shape == (5, 4 * (1 + 2 * 2)) and bool((z.abs() <= 1).all())
+    # sin(pi 2^k z) for k = 0, 1, coordinate-major, then the cosines
+    assert torch.allclose(f[:, 4:12], torch.sin(math.pi * z[:, :, None] * torch.tensor([1.0, 2.0])).flatten(1))
+    assert torch.allclose(f[:, 12:], torch.cos(math.pi * z[:, :, None] * torch.tensor([1.0, 2.0])).flatten(1))
+    assert "n_fourier" not in model.NukerMGEEmulator(width=8, depth=1).config()  # old configs unchanged
+    with pytest.raises(ValueError, match="n_fourier"):
+        model.NukerMGEEmulator(n_fourier=13)
+
+
+def test_miner_keeps_the_hardest_shapes_and_draws_inside_the_box():
+    torch.manual_seed(0)
+    net = model.NukerMGEEmulator(width=16, depth=2).double()
+    sigma = torch.tensor(train.SIGMA_GRID_PC, dtype=torch.float64)
+    m_basis = train.gaussian_enclosed_mass_2d(sigma, train.MASS_R0_PC)
+    miner = train.HardExampleMiner(seed=7, device="cpu", pool=512, keep=32, every=10, jitter=0.01)
+    assert miner.due(3)
+    miner.refresh(net, sigma, m_basis, n_radii=32)
+    assert not miner.due(3) and miner.due(20)
+    pool = torch.rand(512, 4, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    r = data.training_radii_pc(32, 0.5)
+    design = train.gaussian_design(r, sigma)
+    h_pool = train.hardness_of(net, data.unit_to_params(pool), r, design, m_basis)
+    h_kept = train.hardness_of(net, data.unit_to_params(miner.unit), r, design, m_basis)
+    assert torch.equal(h_kept.sort().values, h_pool.sort().values[-32:])
+    drawn = miner.draw(200, torch.float64)
+    assert drawn.shape == (200, 4) and _in_box(drawn)
+    with pytest.raises(ValueError, match="hard_keep"):
+        train.HardExampleMiner(0, "cpu", pool=8, keep=16, every=1, jitter=0.0)
 
 
 def test_learning_rate_schedule():

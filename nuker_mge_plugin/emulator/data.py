@@ -15,6 +15,7 @@ beta - gamma are slopes and are spaced linearly. METRICS.md M1 samples the same
 coordinates uniformly, so training and evaluation see the same density.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -32,10 +33,15 @@ BOX_LO = (math.log10(ALPHA_RANGE[0]), GAMMA_RANGE[0], BETA_MINUS_GAMMA_RANGE[0],
 BOX_HI = (math.log10(ALPHA_RANGE[1]), GAMMA_RANGE[1], BETA_MINUS_GAMMA_RANGE[1], math.log10(R_B_PC_RANGE[1]))
 
 
+@functools.lru_cache(maxsize=8)
+def _box_bounds(dtype, device):
+    # Cached: a fresh host-to-device copy per batch would stall a CUDA training step.
+    return (torch.tensor(BOX_LO, dtype=dtype, device=device), torch.tensor(BOX_HI, dtype=dtype, device=device))
+
+
 def unit_to_params(u):
     """Map points of the unit cube (..., 4) to Nuker shapes (..., 4) = (alpha, beta, gamma, r_b_pc)."""
-    lo = torch.as_tensor(BOX_LO, dtype=u.dtype, device=u.device)
-    hi = torch.as_tensor(BOX_HI, dtype=u.dtype, device=u.device)
+    lo, hi = _box_bounds(u.dtype, u.device)
     z = lo + (hi - lo) * u
     alpha = 10.0 ** z[..., 0]
     gamma = z[..., 1]
@@ -101,13 +107,21 @@ class PaperGridSampler:
 
 
 class RandomBoxSampler:
-    """Batches drawn uniformly (in the box coordinates) from the continuous Appendix-A box."""
+    """Batches drawn uniformly (in the box coordinates) from the continuous Appendix-A box.
 
-    def __init__(self, seed):
-        self.generator = torch.Generator().manual_seed(seed)
+    The generator lives on ``device``: drawing on the training device keeps a CUDA step free
+    of host-to-device copies (each one would stall the queue of kernels behind it).
+    """
+
+    def __init__(self, seed, device="cpu"):
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def unit(self, n, dtype=torch.float64):
+        """``n`` uniform points (n, 4) of the unit cube, on the generator's device."""
+        return torch.rand(n, 4, generator=self.generator, dtype=dtype, device=self.generator.device)
 
     def __call__(self, batch, dtype=torch.float64):
-        return unit_to_params(torch.rand(batch, 4, generator=self.generator, dtype=dtype))
+        return unit_to_params(self.unit(batch, dtype))
 
     def state_dict(self):
         return {"generator": self.generator.get_state()}
@@ -116,12 +130,12 @@ class RandomBoxSampler:
         self.generator.set_state(state["generator"])
 
 
-def make_sampler(grid, seed):
-    """``grid`` = 'paper' (the 50^4 grid) or 'random' (continuous box)."""
+def make_sampler(grid, seed, device="cpu"):
+    """``grid`` = 'paper' (the 50^4 grid, drawn on the CPU) or 'random' (continuous box, on ``device``)."""
     if grid == "paper":
         return PaperGridSampler(seed)
     if grid == "random":
-        return RandomBoxSampler(seed)
+        return RandomBoxSampler(seed, device)
     raise ValueError(f"grid = {grid!r} is invalid: choose 'paper' or 'random'")
 
 
@@ -151,6 +165,5 @@ def profile_targets(params, radii_pc):
     """
     alpha, beta, gamma, r_b = params.unbind(-1)
     ln_sigma = log_nuker(radii_pc[None, :], 1.0, r_b[:, None], alpha[:, None], beta[:, None], gamma[:, None])
-    m2d = nuker_enclosed_mass_2d(torch.as_tensor(MASS_R0_PC, dtype=params.dtype, device=params.device),
-                                 r_b, alpha, beta, gamma)
+    m2d = nuker_enclosed_mass_2d(MASS_R0_PC, r_b, alpha, beta, gamma)
     return ln_sigma, torch.log(m2d)

@@ -14,6 +14,12 @@ Output parametrisations (``output=``):
   slope s the exact answer is the constant c(s) = dln(sigma) / (2^(s/2-1) Gamma(s/2)),
   0.03-0.15 on this grid, hence the default c = 0.1.
 - ``"symexp"``: the seed paper's eq. (3), ``a_i = sgn(h_i) 1e-12 (10^|h_i| - 1)``.
+
+Inputs: the four box coordinates scaled to [-1, 1], optionally followed by ``n_fourier``
+octaves of sines and cosines of each (Fourier features, Tancik et al. 2020). A sharp
+(alpha >= 5) break moves across the log-spaced Gaussian grid as r_b changes, so the
+amplitudes vary on a scale of one grid step (0.06 dex) in log r_b; plain MLP inputs make
+such high frequencies slow to learn.
 """
 
 import torch
@@ -49,12 +55,18 @@ class NukerMGEEmulator(nn.Module):
     c : offset of the nuker_scaled head (dimensionless).
     """
 
-    def __init__(self, width=384, depth=4, output="nuker_scaled", c=0.1):
+    def __init__(self, width=384, depth=4, output="nuker_scaled", c=0.1, n_fourier=0):
         super().__init__()
         if output not in OUTPUTS:
             raise ValueError(f"output = {output!r} is invalid: choose one of {OUTPUTS}")
+        if not 0 <= int(n_fourier) <= 12:
+            raise ValueError(f"n_fourier = {n_fourier} must be in [0, 12]")
         self.width, self.depth, self.output, self.c = int(width), int(depth), str(output), float(c)
-        self.net = mlp(4, self.width, self.depth, len(SIGMA_GRID_PC))
+        self.n_fourier = int(n_fourier)
+        self.net = mlp(4 * (1 + 2 * self.n_fourier), self.width, self.depth, len(SIGMA_GRID_PC))
+        # Octaves 2^k, k = 0 .. n_fourier - 1 (angular frequencies pi 2^k on coordinates in [-1, 1]);
+        # powers of two stay exact in a float32 file; not persistent, so older state_dicts still load.
+        self.register_buffer("octaves", 2.0 ** torch.arange(self.n_fourier, dtype=torch.float64), persistent=False)
         self.register_buffer("ln_sigma_pc", torch.log(torch.tensor(SIGMA_GRID_PC, dtype=torch.float64)))
         self.register_buffer("box_lo", torch.tensor(BOX_LO, dtype=torch.float64))
         self.register_buffer("box_hi", torch.tensor(BOX_HI, dtype=torch.float64))
@@ -70,12 +82,20 @@ class NukerMGEEmulator(nn.Module):
 
     def config(self):
         """Constructor arguments, enough to rebuild the module from a state_dict."""
-        return {"width": self.width, "depth": self.depth, "output": self.output, "c": self.c}
+        cfg = {"width": self.width, "depth": self.depth, "output": self.output, "c": self.c}
+        if self.n_fourier:
+            cfg["n_fourier"] = self.n_fourier
+        return cfg
 
     def features(self, x):
-        """Box coordinates (log10 alpha, gamma, beta - gamma, log10 r_b) scaled to [-1, 1]."""
+        """Box coordinates (log10 alpha, gamma, beta - gamma, log10 r_b) scaled to [-1, 1], then
+        their Fourier features when ``n_fourier`` > 0: (B, 4 (1 + 2 n_fourier))."""
         z = torch.stack([torch.log10(x[:, 0]), x[:, 2], x[:, 1] - x[:, 2], torch.log10(x[:, 3])], dim=1)
-        return 2.0 * (z - self.box_lo) / (self.box_hi - self.box_lo) - 1.0
+        z = 2.0 * (z - self.box_lo) / (self.box_hi - self.box_lo) - 1.0
+        if self.n_fourier == 0:
+            return z
+        angle = (z[:, :, None] * self.octaves).flatten(1) * 3.141592653589793  # pi (a literal: TorchScript)
+        return torch.cat([z, torch.sin(angle), torch.cos(angle)], dim=1)
 
     def log_nuker_at_sigma(self, x):
         """ln Sigma_Nuker(sigma_i) (B, 64) for Sigma_b = 1: nuker.log_nuker's formula, restated here

@@ -32,7 +32,7 @@ import torch
 
 from ..basis import MASS_R0_PC, SIGMA_GRID_PC, metric_radii_pc
 from ..projector import gaussian_enclosed_mass_2d
-from .data import make_sampler, profile_targets, sample_box, training_radii_pc
+from .data import make_sampler, profile_targets, sample_box, training_radii_pc, unit_to_params
 from .export import export
 from .model import OUTPUTS, NukerMGEEmulator
 
@@ -42,9 +42,10 @@ PLOT_FILE = "loss_curve.png"
 #: Seed of the held-out M1 draws; no training seed reaches them (continuous draws never repeat).
 EVAL_SEED = 987654321
 
-DEFAULTS = dict(width=384, depth=4, output="nuker_scaled", c=0.1, batch=1024, lr=1e-3, lr_min=1e-6,
+DEFAULTS = dict(width=384, depth=4, output="nuker_scaled", c=0.1, n_fourier=0, batch=1024, lr=1e-3, lr_min=1e-6,
                 warmup=200, mass_weight=1.0, max_weight=0.1, n_radii=128, grid="random", dtype="float64",
-                eval_n=2048, n_evals=20, ckpt_every_s=60.0)
+                eval_n=2048, n_evals=20, ckpt_every_s=60.0, hard_fraction=0.0, hard_pool=65536,
+                hard_keep=4096, hard_every=200, hard_jitter=0.01)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,6 +122,67 @@ def _model_device_dtype(model):
 
 
 # ---------------------------------------------------------------------------------------------
+# Hard-example mining
+# ---------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def hardness_of(model, params, radii_pc, design, m_basis):
+    """Per-shape max(max_j |e_j|, |e_M|) of ``model`` on ``params`` (B, 4) at ``radii_pc`` (B,)."""
+    ln_true, ln_m = profile_targets(params, radii_pc)
+    e_prof, e_mass = fractional_errors(model(params), ln_true, ln_m, design, m_basis)
+    return torch.maximum(e_prof.abs().amax(dim=1), e_mass.abs())
+
+
+class HardExampleMiner:
+    """The ``keep`` worst shapes of a fresh random pool of ``pool``, re-mined every ``every`` steps.
+
+    M1 is a tail statistic (the p99 over draws of the max over radii), and its tail sits in
+    small corners of the box (beta - gamma > 2 with alpha < 0.2 or alpha > 4). Uniform batches
+    visit them rarely; drawing a fraction of each batch around the current worst shapes
+    (``jitter``: Gaussian scatter in unit-cube coordinates, so the net learns neighbourhoods
+    rather than points) spends the steps where the metric is made. Hardness is the larger of
+    the max fractional profile error on the training radii and the 3-pc mass error.
+    """
+
+    def __init__(self, seed, device, pool, keep, every, jitter):
+        if not 0 < keep <= pool:
+            raise ValueError(f"hard_keep = {keep} must be in [1, hard_pool = {pool}]")
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.pool, self.keep, self.every, self.jitter = int(pool), int(keep), int(every), float(jitter)
+        self.unit = None  # (keep, 4) unit-cube coordinates of the hardest shapes found
+        self.last_hardness = None  # (median, min) of the kept set's hardness at the last refresh
+
+    def due(self, step):
+        return self.unit is None or step % self.every == 0
+
+    @torch.no_grad()
+    def refresh(self, model, sigma, m_basis, n_radii, chunk=16384):
+        dtype, device = sigma.dtype, sigma.device
+        u = torch.rand(self.pool, 4, generator=self.generator, dtype=dtype, device=device)
+        r = training_radii_pc(n_radii, 0.5, dtype, device)
+        design = gaussian_design(r, sigma)
+        hardness = torch.cat([hardness_of(model, unit_to_params(uc), r, design, m_basis) for uc in u.split(chunk)])
+        top = hardness.topk(self.keep)
+        self.unit = u[top.indices]
+        self.last_hardness = top.values[[self.keep // 2, -1]]
+
+    def draw(self, n, dtype):
+        """``n`` shapes (n, 4) scattered around the kept hard set."""
+        device = self.generator.device
+        i = torch.randint(self.keep, (n,), generator=self.generator, device=device)
+        u = self.unit[i].to(dtype) + self.jitter * torch.randn(n, 4, generator=self.generator, dtype=dtype,
+                                                               device=device)
+        return unit_to_params(u.clamp(0.0, 1.0))
+
+    def state_dict(self):
+        return {"generator": self.generator.get_state(), "unit": self.unit}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["generator"])
+        self.unit = state["unit"]
+
+
+# ---------------------------------------------------------------------------------------------
 # Training loop
 # ---------------------------------------------------------------------------------------------
 
@@ -158,14 +220,21 @@ class Trainer:
     """State of one training run: model, optimiser, samplers, step counter and logs."""
 
     def __init__(self, cfg):
-        self.cfg = cfg
+        self.cfg = cfg = {**DEFAULTS, **cfg}
         self.out = Path(cfg["out"])
         self.device = _resolve_device(cfg["device"])
         self.dtype = getattr(torch, cfg["dtype"])
         _seed_everything(cfg["seed"], self.device)
-        self.model = NukerMGEEmulator(cfg["width"], cfg["depth"], cfg["output"], cfg["c"]).to(self.device, self.dtype)
+        self.model = NukerMGEEmulator(cfg["width"], cfg["depth"], cfg["output"], cfg["c"],
+                                      cfg["n_fourier"]).to(self.device, self.dtype)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg["lr"])
-        self.sampler = make_sampler(cfg["grid"], cfg["seed"])
+        self.sampler = make_sampler(cfg["grid"], cfg["seed"], self.device)
+        self.miner = None
+        if not 0.0 <= cfg["hard_fraction"] < 1.0:
+            raise ValueError(f"hard_fraction = {cfg['hard_fraction']} must be in [0, 1)")
+        if cfg["hard_fraction"] > 0:
+            self.miner = HardExampleMiner(cfg["seed"] + 2, self.device, cfg["hard_pool"], cfg["hard_keep"],
+                                          cfg["hard_every"], cfg["hard_jitter"])
         self.jitter_gen = torch.Generator().manual_seed(cfg["seed"] + 1)
         self.sigma = torch.tensor(SIGMA_GRID_PC, dtype=self.dtype, device=self.device)
         self.m_basis = gaussian_enclosed_mass_2d(self.sigma, MASS_R0_PC)
@@ -173,12 +242,14 @@ class Trainer:
         self.step = 0
         self.total_steps = cfg.get("steps")
         self.wall_s = 0.0
+        self.lr_now = float(cfg["lr"])
         self.log = {"loss_steps": [], "loss": [], "mse": [], "mass": [], "max": [], "evals": []}
 
     # -- checkpointing -------------------------------------------------------------------------
     def state(self):
         return {"cfg": self.cfg, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
                 "sampler": self.sampler.state_dict(), "jitter_gen": self.jitter_gen.get_state(),
+                "miner": self.miner.state_dict() if self.miner else None,
                 "step": self.step, "total_steps": self.total_steps, "wall_s": self.wall_s, "log": self.log}
 
     def save_checkpoint(self):
@@ -187,29 +258,45 @@ class Trainer:
 
     def load_checkpoint(self, path):
         st = torch.load(path, map_location=self.device, weights_only=False)
-        for key in ("width", "depth", "output", "c", "grid", "seed", "dtype"):
-            if st["cfg"][key] != self.cfg[key]:
-                raise SystemExit(f"cannot resume {path}: it was trained with {key}={st['cfg'][key]!r}, "
+        for key in ("width", "depth", "output", "c", "n_fourier", "grid", "seed", "dtype", "hard_fraction"):
+            if st["cfg"].get(key, DEFAULTS.get(key)) != self.cfg[key]:
+                raise SystemExit(f"cannot resume {path}: it was trained with {key}={st['cfg'].get(key)!r}, "
                                  f"this command asks for {self.cfg[key]!r} (use another --out or --fresh)")
         self.model.load_state_dict(st["model"])
         self.opt.load_state_dict(st["opt"])
         self.sampler.load_state_dict(st["sampler"])
         self.jitter_gen.set_state(st["jitter_gen"])
+        if self.miner and st.get("miner"):
+            self.miner.load_state_dict(st["miner"])
         self.step, self.total_steps, self.wall_s, self.log = st["step"], st["total_steps"], st["wall_s"], st["log"]
 
     # -- one step ------------------------------------------------------------------------------
-    def train_step(self):
+    def next_batch(self):
+        """Shapes (B, 4), their targets, and the Gaussian design matrix of this step's radii."""
         cfg = self.cfg
-        params = self.sampler(cfg["batch"], torch.float64).to(self.device, self.dtype)
+        n_hard = int(round(cfg["hard_fraction"] * cfg["batch"])) if self.miner else 0
+        if self.miner and self.miner.due(self.step):
+            self.miner.refresh(self.model, self.sigma, self.m_basis, cfg["n_radii"])
+        params = self.sampler(cfg["batch"] - n_hard, torch.float64).to(self.device, self.dtype)
+        if n_hard:
+            params = torch.cat([params, self.miner.draw(n_hard, self.dtype)])
         jitter = float(torch.rand((), generator=self.jitter_gen, dtype=torch.float64))
         r = training_radii_pc(cfg["n_radii"], jitter, self.dtype, self.device)
         with torch.no_grad():
             ln_true, ln_m = profile_targets(params, r)
-        design = gaussian_design(r, self.sigma)
-        for g in self.opt.param_groups:
-            g["lr"] = learning_rate(self.step, self.total_steps, cfg["lr"], cfg["lr_min"], cfg["warmup"])
+        return params, ln_true, ln_m, gaussian_design(r, self.sigma)
+
+    def loss(self, params, ln_true, ln_m, design):
         e_prof, e_mass = fractional_errors(self.model(params), ln_true, ln_m, design, self.m_basis)
-        loss, parts = loss_terms(e_prof, e_mass, cfg["mass_weight"], cfg["max_weight"])
+        return loss_terms(e_prof, e_mass, self.cfg["mass_weight"], self.cfg["max_weight"])
+
+    def train_step(self):
+        params, ln_true, ln_m, design = self.next_batch()
+        self.lr_now = learning_rate(self.step, self.total_steps, self.cfg["lr"], self.cfg["lr_min"],
+                                    self.cfg["warmup"])
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr_now
+        loss, parts = self.loss(params, ln_true, ln_m, design)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -265,7 +352,11 @@ def train(cfg, progress=True):
     elif cfg.get("init_from"):
         # Fine-tuning: start from exported weights (or a checkpoint), with a fresh optimiser
         # and schedule; same architecture required.
-        trainer.model.load_state_dict(_load_weights(cfg["init_from"], trainer.device, trainer.dtype))
+        try:
+            trainer.model.load_state_dict(_load_weights(cfg["init_from"], trainer.device, trainer.dtype))
+        except RuntimeError as err:
+            raise SystemExit(f"--init-from {cfg['init_from']}: its network does not match --width "
+                             f"{cfg['width']} --depth {cfg['depth']} ({str(err).splitlines()[1].strip()})") from None
     t_start = time.perf_counter()
     budget_s = 60.0 * cfg["minutes"] if cfg.get("minutes") else float("inf")
     if trainer.total_steps is None:
@@ -300,7 +391,7 @@ def train(cfg, progress=True):
                 trainer.log["loss_steps"].append(trainer.step)
                 for k, v in vals.items():
                     trainer.log[k].append(v)
-                bar.set_postfix(loss=f"{vals['loss']:.3e}", lr=f"{trainer.opt.param_groups[0]['lr']:.1e}")
+                bar.set_postfix(loss=f"{vals['loss']:.3e}", lr=f"{trainer.lr_now:.1e}")
                 acc = dict.fromkeys(acc, 0.0)
                 n_acc = 0
             if trainer.step % eval_every == 0 or trainer.step == total:
@@ -383,6 +474,8 @@ def add_cli(subparsers):
     p.add_argument("--depth", type=int, default=DEFAULTS["depth"], help="number of hidden layers")
     p.add_argument("--output", default=DEFAULTS["output"], choices=OUTPUTS)
     p.add_argument("--c", type=float, default=DEFAULTS["c"], help="offset of the nuker_scaled output head")
+    p.add_argument("--n-fourier", type=int, default=DEFAULTS["n_fourier"],
+                   help="octaves of Fourier input features per box coordinate (0: plain inputs)")
     p.add_argument("--batch", type=int, default=DEFAULTS["batch"])
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     p.add_argument("--lr-min", type=float, default=DEFAULTS["lr_min"])
@@ -394,6 +487,13 @@ def add_cli(subparsers):
     p.add_argument("--eval-n", type=int, default=DEFAULTS["eval_n"], help="held-out M1 draws")
     p.add_argument("--n-evals", type=int, default=DEFAULTS["n_evals"], help="held-out evaluations per run")
     p.add_argument("--ckpt-every-s", type=float, default=DEFAULTS["ckpt_every_s"])
+    p.add_argument("--hard-fraction", type=float, default=DEFAULTS["hard_fraction"],
+                   help="fraction of each batch drawn around the worst shapes of a mined pool (0: off)")
+    p.add_argument("--hard-pool", type=int, default=DEFAULTS["hard_pool"], help="random shapes per mining round")
+    p.add_argument("--hard-keep", type=int, default=DEFAULTS["hard_keep"], help="worst shapes kept per round")
+    p.add_argument("--hard-every", type=int, default=DEFAULTS["hard_every"], help="steps between mining rounds")
+    p.add_argument("--hard-jitter", type=float, default=DEFAULTS["hard_jitter"],
+                   help="Gaussian scatter around kept shapes, in unit-box coordinates")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
     p.add_argument("--init-from", default=None,
