@@ -127,7 +127,7 @@ def _model_device_dtype(model):
 
 @torch.no_grad()
 def hardness_of(model, params, radii_pc, design, m_basis):
-    """Per-shape max(max_j |e_j|, |e_M|) of ``model`` on ``params`` (B, 4) at ``radii_pc`` (B,)."""
+    """Per-shape max(max_j |e_j|, |e_M|) of ``model`` on ``params`` (B, 4) at ``radii_pc`` (N,) [pc]."""
     ln_true, ln_m = profile_targets(params, radii_pc)
     e_prof, e_mass = fractional_errors(model(params), ln_true, ln_m, design, m_basis)
     return torch.maximum(e_prof.abs().amax(dim=1), e_mass.abs())
@@ -150,7 +150,6 @@ class HardExampleMiner:
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.pool, self.keep, self.every, self.jitter = int(pool), int(keep), int(every), float(jitter)
         self.unit = None  # (keep, 4) unit-cube coordinates of the hardest shapes found
-        self.last_hardness = None  # (median, min) of the kept set's hardness at the last refresh
 
     def due(self, step):
         return self.unit is None or step % self.every == 0
@@ -162,9 +161,7 @@ class HardExampleMiner:
         r = training_radii_pc(n_radii, 0.5, dtype, device)
         design = gaussian_design(r, sigma)
         hardness = torch.cat([hardness_of(model, unit_to_params(uc), r, design, m_basis) for uc in u.split(chunk)])
-        top = hardness.topk(self.keep)
-        self.unit = u[top.indices]
-        self.last_hardness = top.values[[self.keep // 2, -1]]
+        self.unit = u[hardness.topk(self.keep).indices]
 
     def draw(self, n, dtype):
         """``n`` shapes (n, 4) scattered around the kept hard set."""
@@ -356,7 +353,8 @@ def train(cfg, progress=True):
             trainer.model.load_state_dict(_load_weights(cfg["init_from"], trainer.device, trainer.dtype))
         except RuntimeError as err:
             raise SystemExit(f"--init-from {cfg['init_from']}: its network does not match --width "
-                             f"{cfg['width']} --depth {cfg['depth']} ({str(err).splitlines()[1].strip()})") from None
+                             f"{cfg['width']} --depth {cfg['depth']} --n-fourier {cfg['n_fourier']} "
+                             f"({str(err).splitlines()[-1].strip()})") from None
     t_start = time.perf_counter()
     budget_s = 60.0 * cfg["minutes"] if cfg.get("minutes") else float("inf")
     if trainer.total_steps is None:
