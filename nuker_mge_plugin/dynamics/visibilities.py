@@ -26,67 +26,13 @@ negligible for a source much smaller than the field: the field should be several
 """
 
 import math
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
+from ..constants import ARCSEC_RAD, C_M_S
+from .coords import SkyGrid, UVGrid
+
 __all__ = ["ARCSEC_RAD", "UVGrid", "primary_beam", "alma_pb_fwhm_arcsec", "cube_to_vis", "direct_ft"]
-
-ARCSEC_RAD = math.pi / (180.0 * 3600.0)
-C_M_S = 299792458.0
-
-
-@dataclass(frozen=True)
-class UVGrid:
-    """Regular uv grid matching an image of ``nu x nv`` pixels of ``cellSize`` arcsec.
-
-    nu, nv: cells; du, dv: spacing [wavelengths]; zero spacing at cell (nu//2, nv//2).
-    """
-
-    nu: int
-    nv: int
-    du: float
-    dv: float
-
-    @classmethod
-    def from_image(cls, x_size, y_size, cellSize):
-        """Grid for an image of x_size x y_size pixels of cellSize [arcsec]."""
-        if int(x_size) != x_size or int(y_size) != y_size or x_size < 2 or y_size < 2:
-            raise ValueError(f"image sizes must be integers >= 2, got {x_size}, {y_size}")
-        if not np.isfinite(cellSize) or cellSize <= 0:
-            raise ValueError(f"cellSize must be positive [arcsec], got {cellSize!r}")
-        d = cellSize * ARCSEC_RAD
-        return cls(int(x_size), int(y_size), 1.0 / (x_size * d), 1.0 / (y_size * d))
-
-    @property
-    def u(self):
-        """Cell-centre u [wavelengths], (nu,)."""
-        return (np.arange(self.nu) - self.nu // 2) * self.du
-
-    @property
-    def v(self):
-        """Cell-centre v [wavelengths], (nv,)."""
-        return (np.arange(self.nv) - self.nv // 2) * self.dv
-
-    @property
-    def shape(self):
-        return (self.nu, self.nv)
-
-    def half_plane_mask(self):
-        """Cells that carry independent information for a real sky, (nu, nv) bool.
-
-        A real sky has V(-u, -v) = conj V(u, v): we keep u > 0, plus the u = 0 column with v > 0,
-        and drop the zero-spacing cell (never measured; its conjugate-paired estimate has no
-        imaginary information) and the unpaired Nyquist column/row of even sizes.
-        """
-        ku = np.arange(self.nu)[:, None] - self.nu // 2
-        kv = np.arange(self.nv)[None, :] - self.nv // 2
-        m = (ku > 0) | ((ku == 0) & (kv > 0))
-        if self.nv % 2 == 0:
-            m &= kv > -(self.nv // 2)  # the -nv/2 row has no conjugate partner on the grid
-        return m
-
 
 def alma_pb_fwhm_arcsec(freq_hz, dish_m=12.0):
     """ALMA 12-m primary-beam FWHM [arcsec] ~ 1.13 lambda / D (ALMA Technical Handbook)."""
@@ -97,17 +43,9 @@ def primary_beam(x_size, y_size, cellSize, fwhm_arcsec, dtype=torch.float64, dev
     """Gaussian primary beam (unit peak) at the phase centre on the cube's pixels, (x_size, y_size).
 
     fwhm_arcsec [arcsec]: scalar, or (n_chan,) for a frequency-dependent beam -> (x, y, n_chan).
+    Shorthand for ``SkyGrid(x_size, y_size, cellSize).primary_beam(fwhm_arcsec)``.
     """
-    f = torch.as_tensor(np.asarray(fwhm_arcsec, dtype=float), dtype=dtype, device=device)
-    if not bool((f > 0).all()):
-        raise ValueError("primary-beam FWHM must be > 0 [arcsec]")
-    x = (torch.arange(x_size, dtype=dtype, device=device) - x_size / 2.0) * cellSize
-    y = (torch.arange(y_size, dtype=dtype, device=device) - y_size / 2.0) * cellSize
-    r2 = x[:, None] ** 2 + y[None, :] ** 2
-    s = f / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-    if f.ndim == 0:
-        return torch.exp(-0.5 * r2 / s**2)
-    return torch.exp(-0.5 * r2[..., None] / s**2)
+    return SkyGrid(x_size, y_size, cellSize).primary_beam(fwhm_arcsec, dtype=dtype, device=device)
 
 
 def _ramp(n, d_lambda, dtype, device, sign):
