@@ -6,6 +6,8 @@ import sys
 
 import numpy as np
 
+from .backends import BACKENDS, REGISTRY
+
 #: An NGC 4697-like galaxy (Davis et al. 2017 distance, BH mass and inclination); the Nuker
 #: shape is a plausible power-law-galaxy profile, not a fit to data.
 DEMO = dict(sigma_b=6.0e4, r_b=1.5, alpha=1.5, beta=1.8, gamma=0.25, qobs=0.6, distance=11.4,
@@ -28,7 +30,8 @@ def _add_nuker_args(p, defaults=None):
     p.add_argument("--gamma", type=float, required=req, default=d.get("gamma"), help="inner slope, in [0, 2)")
     p.add_argument("--qobs", type=float, required=req, default=d.get("qobs"), help="observed axis ratio (0, 1]")
     p.add_argument("--distance", type=float, required=req, default=d.get("distance"), help="distance [Mpc]")
-    p.add_argument("--backend", choices=("exact", "nn"), default="exact", help="Nuker -> MGE backend")
+    p.add_argument("--backend", choices=BACKENDS, default="exact",
+                   help="Nuker -> MGE backend: " + "; ".join(f"{b.name}: {b.description}" for b in REGISTRY.values()))
 
 
 def build_parser():
@@ -45,7 +48,7 @@ def build_parser():
 
     p = sub.add_parser("demo", help="convert an NGC 4697-like Nuker profile and plot it")
     p.add_argument("--out", default="demo_out", help="output directory")
-    p.add_argument("--backend", choices=("exact", "nn"), default="exact")
+    p.add_argument("--backend", choices=BACKENDS, default="exact", help="Nuker -> MGE backend")
     p.set_defaults(func=_cmd_demo)
 
     try:

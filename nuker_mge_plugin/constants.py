@@ -24,10 +24,17 @@ CO21_REST_HZ = 230.538e9
 CO10_REST_HZ = 115.2712018e9
 
 
+#: Inclinations [deg] that deproject, one rule for every public function (0 = face-on has no
+#: line-of-sight rotation and cannot be deprojected; 90 = edge-on; beyond 90 is the same disc seen
+#: from the other side, which we ask users to fold back rather than guess their intent).
+INC_RANGE_DEG = (0.0, 90.0)
+INC_RULE = " and 0 < inc_deg <= 90 [deg] (90 = edge-on)"
+
+
 def fwhm_to_sigma(fwhm):
     """Gaussian dispersion from its full width at half maximum (same unit)."""
     return fwhm / FWHM_PER_SIGMA
 
 
 __all__ = ["G_KMS2_PC_PER_MSUN", "ARCSEC_RAD", "C_M_S", "C_KMS", "FWHM_PER_SIGMA", "CO21_REST_HZ",
-           "CO10_REST_HZ", "fwhm_to_sigma"]
+           "CO10_REST_HZ", "INC_RANGE_DEG", "INC_RULE", "fwhm_to_sigma"]

@@ -14,12 +14,12 @@ import torch
 
 from . import __version__
 from .basis import FIT_R_MAX_PC, FIT_R_MIN_PC, SIGMA_GRID_PC, pc_per_arcsec
-from .backends import BACKENDS, amplitudes
-from .nuker import ALPHA_RANGE, BETA_MINUS_GAMMA_RANGE, GAMMA_RANGE, R_B_PC_RANGE, check_nuker_params, \
-    nuker_surface_density
+from .backends import REGISTRY, get_backend
+from .constants import INC_RANGE_DEG, INC_RULE
+from .nuker import ALPHA_RANGE, BETA_MINUS_GAMMA_RANGE, GAMMA_RANGE, check_nuker_params, nuker_surface_density
 
 #: Break radii [pc] the exact backend accepts: the fit range 3 pc-3 kpc must see the break.
-EXACT_R_B_PC_RANGE = (1.0, 1.0e4)
+EXACT_R_B_PC_RANGE = REGISTRY["exact"].r_b_pc_range
 _COLUMNS = ("surf_pc", "sigma_arcsec", "qobs")
 
 
@@ -97,18 +97,42 @@ class MGE:
     def vcirc(self, rad_arcsec, inc_deg, mbh, soft=0.0):
         """Circular velocity [km/s] in the equatorial plane at ``rad_arcsec``, via jampy.
 
-        ``inc_deg`` the inclination [deg] (must exceed arccos(qobs)), ``mbh`` the black-hole
-        mass [Msun], ``soft`` its Plummer softening [arcsec].
+        Parameters
+        ----------
+        rad_arcsec : scalar or (R,) radii [arcsec], finite and >= 0; v = 0 at rad = 0 (jampy
+            returns NaN there).
+        inc_deg : inclination [deg], 0 < inc_deg <= 90 and > arccos(qobs) (deprojection).
+        mbh : black-hole mass [Msun], finite and >= 0.
+        soft : Plummer softening of the black hole [arcsec], finite and >= 0.
+
+        Returns
+        -------
+        (R,) float64 array [km/s].
         """
         from .adapters.jampy_shim import jampy_vcirc
         rad = np.atleast_1d(np.asarray(rad_arcsec, dtype=float))
         _check_inclination(inc_deg, self.qobs)
-        return jampy_vcirc(self.surf_pc, self.sigma_arcsec, self.qobs, inc_deg, mbh, self.distance, rad, soft=soft)
+        for name, value, unit in (("mbh", mbh, "Msun"), ("soft", soft, "arcsec")):
+            v = np.asarray(value, dtype=float)
+            if v.ndim or not np.isfinite(v) or v < 0:
+                raise ValueError(f"{name} = {value!r} is invalid: it must be a finite number >= 0 [{unit}]")
+        if rad.ndim != 1 or not np.all(np.isfinite(rad)) or np.any(rad < 0):
+            raise ValueError(f"rad_arcsec = {rad_arcsec!r} is invalid: radii must be finite and >= 0 [arcsec]")
+        v = np.zeros_like(rad)
+        pos = rad > 0
+        if pos.any():
+            v[pos] = jampy_vcirc(self.surf_pc, self.sigma_arcsec, self.qobs, float(inc_deg), float(mbh),
+                                 self.distance, rad[pos], soft=float(soft))
+        return v
 
     def kinms_velocity(self, rad_arcsec, inc_deg, mbh, soft=0.0):
-        """``(velRad, velProf)`` [arcsec, km/s] for ``KinMS(...).model_cube(velRad=..., velProf=...)``."""
+        """``(velRad, velProf)`` [arcsec, km/s] for ``KinMS(...).model_cube(velRad=..., velProf=...)``.
+
+        ``rad_arcsec`` must be >= 0 and strictly increasing (KinMS's ``velRad``); the usual grid
+        starting at 0 gives ``velProf[0] = 0``. Other arguments as :meth:`vcirc`.
+        """
         velRad = np.atleast_1d(np.asarray(rad_arcsec, dtype=float)).copy()
-        if np.any(velRad < 0) or np.any(np.diff(velRad) <= 0):
+        if velRad.ndim != 1 or np.any(velRad < 0) or np.any(np.diff(velRad) <= 0):
             raise ValueError("rad_arcsec must be non-negative and strictly increasing for KinMS")
         return velRad, self.vcirc(velRad, inc_deg, mbh, soft=soft)
 
@@ -143,17 +167,18 @@ class MGE:
 
 def _check_inclination(inc_deg, qobs):
     inc = np.asarray(inc_deg, dtype=float)
-    if not np.all(np.isfinite(inc)) or np.any((inc <= 0) | (inc > 90)):
-        raise ValueError(f"inc_deg = {inc_deg!r} is invalid: the inclination must be in (0, 90] deg")
+    lo, hi = INC_RANGE_DEG
+    if inc.ndim or not np.isfinite(inc) or not lo < inc <= hi:
+        raise ValueError(f"inc_deg = {inc_deg!r} is invalid: it must be finite{INC_RULE}")
     inc_min = np.degrees(np.arccos(np.min(qobs)))
-    if np.any(inc <= inc_min):
-        raise ValueError(f"inc_deg = {float(np.min(inc)):g} cannot deproject qobs = {np.min(qobs):g}: "
+    if inc <= inc_min:
+        raise ValueError(f"inc_deg = {float(inc):g} cannot deproject qobs = {np.min(qobs):g}: "
                          f"the inclination must exceed arccos(qobs) = {inc_min:.3f} deg")
 
 
 def r_b_range_arcsec(distance, backend="exact"):
     """Break radii [arcsec] the given backend accepts at ``distance`` [Mpc]."""
-    lo, hi = R_B_PC_RANGE if backend == "nn" else EXACT_R_B_PC_RANGE
+    lo, hi = get_backend(backend).r_b_pc_range
     scale = pc_per_arcsec(distance)
     return lo / scale, hi / scale
 
@@ -174,28 +199,38 @@ def nuker_to_mge(*, sigma_b, r_b, alpha, beta, gamma, qobs, distance, backend="e
     """
     params = dict(sigma_b=sigma_b, r_b=r_b, alpha=alpha, beta=beta, gamma=gamma, qobs=qobs, distance=distance)
     for name, value in params.items():
-        if not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(value, bool):
-            raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-        if not math.isfinite(value):
-            raise ValueError(f"{name} = {value!r} is invalid: it must be finite")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend = {backend!r} is invalid: choose one of {', '.join(map(repr, BACKENDS))}")
+        params[name] = _real_scalar(name, value)
+    sigma_b, r_b, alpha, beta, gamma, qobs, distance = params.values()
+    be = get_backend(backend)
     if distance <= 0:
         raise ValueError(f"distance = {distance:g} Mpc is invalid: it must be > 0")
     check_nuker_params(sigma_b=sigma_b, r_b=r_b, alpha=alpha, beta=beta, gamma=gamma, qobs=qobs)
     r_b_pc = r_b * pc_per_arcsec(distance)
     lo, hi = r_b_range_arcsec(distance, backend)
     if not lo <= r_b <= hi:
-        pc_lo, pc_hi = R_B_PC_RANGE if backend == "nn" else EXACT_R_B_PC_RANGE
+        pc_lo, pc_hi = be.r_b_pc_range
         raise ValueError(f"r_b = {r_b:g} arcsec ({r_b_pc:.4g} pc at {distance:g} Mpc) is outside the "
                          f"{backend} backend's range {pc_lo:g}-{pc_hi:g} pc: at this distance r_b must be "
                          f"in [{lo:.4g}, {hi:.4g}] arcsec")
-    # backend "nn" checks its own training box (alpha, beta - gamma, gamma) inside amplitudes().
-    amps = amplitudes(backend, alpha, beta, gamma, r_b_pc).detach().cpu().numpy()[0]
+    amps = be.amplitudes(alpha, beta, gamma, r_b_pc).detach().cpu().numpy()[0]
     surf_pc = sigma_b * amps
     meta = dict(sigma_b=sigma_b, r_b_arcsec=r_b, r_b_pc=r_b_pc, alpha=alpha, beta=beta, gamma=gamma,
                 backend=backend, version=__version__)
     return MGE(surf_pc, SIGMA_GRID_PC / pc_per_arcsec(distance), np.full(surf_pc.size, float(qobs)), distance, meta)
+
+
+def _real_scalar(name, value):
+    """A finite Python float from a real number, numpy scalar or 0-d array; TypeError/ValueError else."""
+    if isinstance(value, (bool, np.bool_)) or isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    arr = np.asarray(value)
+    if arr.ndim != 0 or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}"
+                        + (f" of shape {arr.shape}" if arr.ndim else ""))
+    x = float(arr)
+    if not math.isfinite(x):
+        raise ValueError(f"{name} = {value!r} is invalid: it must be finite")
+    return x
 
 
 def profile_error(mge, *, n=256):

@@ -204,7 +204,8 @@ def test_clamp_opt_in_clips_to_box():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_load_and_amplitudes_match_cpu():
-    assert next(emulator.load().parameters()).device.type == "cuda"  # CUDA picked by default
+    assert next(emulator.load("cuda").parameters()).device.type == "cuda"
+    assert next(emulator.load().parameters()).device.type == "cpu"  # one device rule: CPU unless asked
     p = data.sample_box(256, 4)
     gpu = emulator.amplitudes(*p.cuda().unbind(1))
     assert gpu.device.type == "cuda"

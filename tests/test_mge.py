@@ -128,3 +128,59 @@ def test_r_b_range_scales_with_distance():
 def test_low_inclination_refused(mge):
     with pytest.raises(ValueError, match="arccos"):
         mge.vcirc([1.0], 40.0, 1e8)   # cos(40) = 0.77 > qobs = 0.7
+
+
+# ---------------------------------------------------------------- issue 11, defect 6
+def _demo_mge():
+    return nuker_to_mge(sigma_b=6e4, r_b=1.5, alpha=1.5, beta=1.8, gamma=0.25, qobs=0.6, distance=11.4)
+
+
+def test_kinms_velocity_is_zero_at_the_centre():
+    rad, v = _demo_mge().kinms_velocity(np.linspace(0, 6.4, 500), 76.0, 1.3e8)
+    assert v[0] == 0.0 and np.all(np.isfinite(v)) and np.all(v[1:] > 0)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(mbh=-5.0), "mbh"), (dict(mbh=np.nan), "mbh"), (dict(soft=-0.1), "soft"),
+    (dict(rad=[-1.0, 1.0]), "rad_arcsec"), (dict(rad=[np.nan]), "rad_arcsec"),
+    (dict(inc=120.0), "0 < inc_deg <= 90"), (dict(inc=np.nan), "inc_deg"), (dict(inc=0.0), "0 < inc_deg <= 90"),
+])
+def test_mge_vcirc_validates_like_dynamics_vcirc(kw, match):
+    args = dict(rad=[0.5, 1.0], inc=76.0, mbh=1e8, soft=0.0)
+    args.update(kw)
+    with pytest.raises(ValueError, match=match):
+        _demo_mge().vcirc(args["rad"], args["inc"], args["mbh"], soft=args["soft"])
+
+
+def test_one_inclination_rule_for_mge_and_dynamics():
+    from nuker_mge_plugin.dynamics import vcirc
+    m = _demo_mge()
+    for inc in (120.0, 0.0):
+        with pytest.raises(ValueError, match="0 < inc_deg <= 90"):
+            vcirc(m.surf_pc, m.sigma_arcsec, m.qobs, inc, 1e8, m.distance, [1.0])
+        with pytest.raises(ValueError, match="0 < inc_deg <= 90"):
+            m.vcirc([1.0], inc, 1e8)
+    v90 = vcirc(m.surf_pc, m.sigma_arcsec, m.qobs, 90.0, 1e8, m.distance, np.array([1.0]))
+    np.testing.assert_allclose(v90, m.vcirc([1.0], 90.0, 1e8), rtol=1e-4)
+
+
+def test_nuker_to_mge_accepts_numpy_scalars():
+    m = nuker_to_mge(sigma_b=np.array(6e4), r_b=np.float32(1.5), alpha=1.5, beta=1.8, gamma=np.float64(0.25),
+                     qobs=0.6, distance=11.4)
+    np.testing.assert_allclose(m.surf_pc, _demo_mge().surf_pc, rtol=1e-6)
+    with pytest.raises(TypeError, match="sigma_b"):
+        nuker_to_mge(sigma_b=np.array([6e4, 1.0]), r_b=1.5, alpha=1.5, beta=1.8, gamma=0.25, qobs=0.6, distance=11.4)
+
+
+def test_backends_own_their_checks():
+    from nuker_mge_plugin.backends import amplitudes, get_backend
+    with pytest.raises(ValueError, match="r_b = 20000 pc is outside the exact backend's range"):
+        amplitudes("exact", 1.5, 1.8, 0.25, 2e4)
+    with pytest.raises(ValueError, match="gamma"):
+        amplitudes("exact", 1.5, 3.0, 2.5, 100.0)
+    with pytest.raises(ValueError, match="training box"):
+        amplitudes("nn", 20.0, 1.8, 0.25, 100.0)
+    with pytest.raises(ValueError, match="choose one of 'exact', 'nn'"):
+        get_backend("fast")
+    for name in ("exact", "nn"):  # one device rule: CPU unless a tensor or device= says otherwise
+        assert amplitudes(name, 1.5, 1.8, 0.25, 100.0).device.type == "cpu"

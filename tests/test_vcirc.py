@@ -217,7 +217,8 @@ def test_inclination_too_low_names_batch_members():
     ("surf_pc", [np.inf], "surf_pc.*finite"),
     ("qobs", [1.2], "qobs.*<= 1"),
     ("qobs", [0.0], "qobs"),
-    ("inc_deg", 0.0, "inc_deg.*0 < inc_deg < 180"),
+    ("inc_deg", 0.0, "inc_deg.*0 < inc_deg <= 90"),
+    ("inc_deg", 120.0, "inc_deg.*0 < inc_deg <= 90"),
     ("inc_deg", np.nan, "inc_deg"),
     ("mbh", -1.0, r"mbh.*>= 0"),
     ("distance", 0.0, r"distance.*> 0"),
@@ -374,7 +375,8 @@ def test_fast_path_selection(monkeypatch):
     sig2 = b["sigma_arcsec"].expand(16, -1) * torch.linspace(1, 2, 16, dtype=torch.float64)[:, None]
     vcirc_qintr(b["surf_pc"], sig2, b["qintr"], *args)
     assert VC._last_path == "general"
-    vcirc_qintr(b["surf_pc"], b["sigma_arcsec"], b["qintr"], *args[:3], b["rad"].expand(16, -1) * 2)
+    per_model_rad = b["rad"].expand(16, -1) * torch.linspace(1, 2, 16, dtype=torch.float64)[:, None]
+    vcirc_qintr(b["surf_pc"], b["sigma_arcsec"], b["qintr"], *args[:3], per_model_rad)
     assert VC._last_path == "general"
     q = b["qintr"].clone()
     q[3] = 0.005
@@ -403,3 +405,25 @@ def test_fast_path_jampy_example_over_inclinations(monkeypatch):
                              0.01, 0.648 / np.pi, rad)
     assert (fast[:, 0] == 0).all()
     torch.testing.assert_close(fast, slow, rtol=1e-10, atol=0)
+
+
+def test_stacked_identical_rows_take_the_fast_path(monkeypatch):
+    """np.stack of B MGE objects at one distance gives (B, K) sigma with identical rows: fast path."""
+    monkeypatch.setattr(VC, "_fast_cache", type(VC._fast_cache)())
+    b = _nuker_batch(21, 12)
+    stacked_sigma = b["sigma_arcsec"].expand(12, -1).clone()
+    stacked_rad = b["rad"].expand(12, -1).clone()
+    args = (b["inc_deg"], b["mbh"], b["distance"])
+    v = vcirc_qintr(b["surf_pc"], stacked_sigma.numpy(), b["qintr"], *args, stacked_rad.numpy())
+    assert VC._last_path == "fast"
+    monkeypatch.setattr(VC, "_FORCE_PATH", "general")
+    ref = vcirc_qintr(b["surf_pc"], b["sigma_arcsec"], b["qintr"], *args, b["rad"])
+    torch.testing.assert_close(v, ref, rtol=1e-9, atol=0)
+    # rows that differ in one element, or sigma that needs a gradient per row, stay on the general path
+    monkeypatch.setattr(VC, "_FORCE_PATH", None)
+    bent = stacked_sigma.clone()
+    bent[5, 3] *= 1.0 + 1e-12
+    vcirc_qintr(b["surf_pc"], bent, b["qintr"], *args, b["rad"])
+    assert VC._last_path == "general"
+    vcirc_qintr(b["surf_pc"], stacked_sigma.requires_grad_(), b["qintr"], *args, b["rad"])
+    assert VC._last_path == "general"

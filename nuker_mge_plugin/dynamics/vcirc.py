@@ -55,9 +55,8 @@ import numpy as np
 import torch
 
 from ..basis import pc_per_arcsec
+from ..constants import G_KMS2_PC_PER_MSUN, INC_RANGE_DEG, INC_RULE
 
-#: Gravitational constant [(km/s)^2 pc / Msun], jampy's value (6.674e-11 SI, CODATA 2018).
-G_KMS2_PC_PER_MSUN = 0.004301
 
 #: Gauss-Legendre nodes per (Gaussian, radius): max error ~1e-11 for any a and q_intr >= 0.01.
 N_NODES = 24
@@ -214,6 +213,17 @@ def _per_gauss_2d(name, t, B, K):
                          "give per-Gaussian values as (K,) or (B, K) and per-model values as (B, 1)") from None
 
 
+def _identical_rows(t):
+    """True if every row of the 2-D ``t`` equals the first and no gradient needs the rows apart.
+
+    ``np.stack`` of B Nuker MGEs at one distance gives (B, K) sigma with identical rows; treating
+    it as one shared (K,) row lets the fast path take it (one comparison, no copy).
+    """
+    if t.requires_grad and torch.is_grad_enabled():
+        return False
+    return bool(torch.equal(t, t[:1].expand_as(t)))
+
+
 def _prepare(surf_pc, sigma_arcsec, q, q_name, inc_deg, mbh, distance, rad, soft):
     """Convert, validate and broadcast the inputs of vcirc/vcirc_qintr.
 
@@ -238,8 +248,7 @@ def _prepare(surf_pc, sigma_arcsec, q, q_name, inc_deg, mbh, distance, rad, soft
     _check_range("surf_pc", t["surf_pc"], rule=" (any sign: least-squares MGEs have negative terms)")
     _check_range("sigma_arcsec", t["sigma_arcsec"], low=0.0, rule=" and > 0 [arcsec]")
     _check_range(q_name, t[q_name], low=0.0, high=1.0, rule=f" and 0 < {q_name} <= 1")
-    _check_range("inc_deg", t["inc_deg"], low=0.0, high=180.0, high_open=True,
-                 rule=" and 0 < inc_deg < 180 [deg] (90 = edge-on)")
+    _check_range("inc_deg", t["inc_deg"], low=INC_RANGE_DEG[0], high=INC_RANGE_DEG[1], rule=INC_RULE)
     _check_range("mbh", t["mbh"], low=0.0, low_open=False, rule=" and >= 0 [Msun]")
     _check_range("distance", t["distance"], low=0.0, rule=" and > 0 [Mpc]")
     _check_range("rad", t["rad"], low=0.0, low_open=False, rule=" and >= 0 [arcsec]")
@@ -247,8 +256,8 @@ def _prepare(surf_pc, sigma_arcsec, q, q_name, inc_deg, mbh, distance, rad, soft
 
     # Shared (one row for the whole batch) sigma and radii allow the fast path of _mge_sum_fast.
     sig_t = t["sigma_arcsec"]
-    shared_sigma = sig_t.ndim < 2 or sig_t.shape[0] == 1
-    shared_rad = rad_t.shape[0] == 1
+    shared_sigma = sig_t.ndim < 2 or sig_t.shape[0] == 1 or _identical_rows(sig_t)
+    shared_rad = rad_t.shape[0] == 1 or _identical_rows(rad_t)
     out = dict(
         surf_pc=_per_gauss_2d("surf_pc", t["surf_pc"], B, K),
         sigma_arcsec=_per_gauss_2d("sigma_arcsec", t["sigma_arcsec"], B, K),
@@ -499,7 +508,7 @@ def vcirc(surf_pc, sigma_arcsec, qobs, inc_deg, mbh, distance, rad, soft=0.0, *,
     qobs : scalar, (K,), (B, 1) or (B, K)
         Observed axis ratios, 0 < qobs <= 1, and qobs > |cos(inc)| (deprojection).
     inc_deg : scalar or (B,)
-        Inclination [deg], 0 < inc_deg < 180, 90 = edge-on.
+        Inclination [deg], 0 < inc_deg <= 90, 90 = edge-on (the package's one rule, constants.INC_RULE).
     mbh : scalar or (B,)
         Black-hole mass [Msun], >= 0.
     distance : scalar or (B,)
@@ -538,7 +547,7 @@ def vcirc_qintr(surf_pc, sigma_arcsec, qintr, inc_deg, mbh, distance, rad, soft=
     """Circular velocity [km/s] parametrised by the intrinsic axis ratio ``qintr`` (Table 1).
 
     Identical to :func:`vcirc` with ``qobs = sqrt(qintr^2 sin^2 i + cos^2 i)`` (Cappellari 2020
-    eq. 35 inverted), so every 0 < qintr <= 1 and 0 < inc_deg < 180 deprojects: no sample of a
+    eq. 35 inverted), so every 0 < qintr <= 1 and 0 < inc_deg <= 90 deprojects: no sample of a
     (qintr, inc) prior box can hit the deprojection limit. ``qintr`` has the shapes allowed for
     ``qobs`` (scalar, (K,), (B, 1), (B, K)); the other arguments are those of :func:`vcirc`.
     ``surf_pc`` is still the *projected* peak surface density [Msun/pc^2] seen at ``inc_deg``.

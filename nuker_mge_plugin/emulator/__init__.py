@@ -25,11 +25,12 @@ _CACHE = {}
 
 
 def _default_device():
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    # the package's one device rule (backends.py): a tensor's device, else what was asked, else CPU
+    return torch.device("cpu")
 
 
 def load(device=None, dtype=None, weights_dir=None, prefer="torchscript"):
-    """The emulator module on ``device`` (default: CUDA when available, else CPU) in ``dtype``.
+    """The emulator module on ``device`` (default CPU) in ``dtype``.
 
     ``dtype`` defaults to float64. The module maps (B, 4) tensors with columns
     (alpha, beta, gamma, r_b_pc) to (B, 64) amplitudes. Loaded once per (folder, device,
@@ -56,16 +57,17 @@ def clamp_to_box(alpha, beta, gamma, r_b_pc):
     return alpha.clamp(*ALPHA_RANGE), gamma_c + bmg_c, gamma_c, r_b_pc.clamp(*R_B_PC_RANGE)
 
 
-def amplitudes(alpha, beta, gamma, r_b_pc, *, device=None, dtype=torch.float64, clamp=False):
+def amplitudes(alpha, beta, gamma, r_b_pc, *, device=None, dtype=torch.float64, clamp=False, check=True):
     """Peak amplitudes (B, 64) [Msun/pc^2 per unit Sigma_b] of the Nuker MGE from the emulator.
 
     Parameters
     ----------
     alpha, beta, gamma : Nuker shape parameters, arrays/tensors of shape (B,) or scalars.
     r_b_pc : break radius [pc], same.
-    device : torch device; default the device of a tensor input, else CUDA when available.
+    device : torch device; default the device of a tensor input, else CPU.
     dtype : dtype of the computation and of the result (default float64).
     clamp : clip inputs outside the Appendix-A box instead of raising ValueError.
+    check : check the box (a host sync); ``False`` for callers that already did.
 
     Returns a (B, 64) tensor, differentiable with respect to tensor inputs.
     """
@@ -80,7 +82,7 @@ def amplitudes(alpha, beta, gamma, r_b_pc, *, device=None, dtype=torch.float64, 
         if not bool(finite.all()):
             raise ValueError("Nuker shape parameters must be finite (clamp=True clips only finite values)")
         alpha, beta, gamma, r_b_pc = clamp_to_box(alpha, beta, gamma, r_b_pc)
-    else:
+    elif check:
         check_training_box(*(np.asarray(v.detach().cpu(), dtype=float) for v in (alpha, beta, gamma, r_b_pc)))
     module = load(device=device, dtype=dtype)
     return module(torch.stack([alpha, beta, gamma, r_b_pc], dim=1))
