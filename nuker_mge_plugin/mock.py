@@ -21,18 +21,9 @@ Observation model
 * Thermal noise: complex Gaussian, ``sigma_jy`` per real/imaginary part per visibility;
   ``weight = 1 / sigma_jy^2``.
 
-File format (``np.savez``; every array 1-D with one row per visibility unless stated)
-----------------------------------------------------------------------------------------
-``u``, ``v``   float64 [wavelengths]
-``vis``        complex128 [Jy]
-``weight``     float64 [1/Jy^2], > 0
-``chan``       int64 channel index, 0 <= chan < n_chan
-``freq``       float64 [Hz], the channel frequency of the row (= ``chan_freq[chan]``)
-``chan_freq``  float64 (n_chan,) [Hz], channel centre frequencies
-``ant1``, ``ant2``  int64 antenna indices (ant1 < ant2); ``time_idx`` int64 time-step index
-``meta``       0-d str: JSON with rest_freq_hz, vsys_kms, dv_kms, dec_deg, ha_range_h, n_ant,
-               sigma_jy, seed, lat_deg, the cube geometry (xs, ys, vs, cellSize, dv, beamSize) and
-               the true sky parameters given to KinMS, and the conventions in words.
+File format: :mod:`nuker_mge_plugin.observation` (``u, v, vis, weight, chan, freq, chan_freq, meta``,
+plus ``ant1``, ``ant2``, ``time_idx``); ``meta`` holds rest_freq_hz, vsys_kms, dv_kms, dec_deg,
+ha_range_h, n_ant, sigma_jy, seed, lat_deg, the cube geometry and the true sky parameters.
 """
 
 import json
@@ -40,15 +31,15 @@ import math
 
 import numpy as np
 
+from .constants import C_KMS, CO21_REST_HZ
+from .dynamics.coords import SkyGrid
 from .dynamics.visibilities import alma_pb_fwhm_arcsec, direct_ft
+from .observation import REQUIRED_KEYS, load_observation, save_observation, validate_observation
 
 __all__ = ["ALMA_LAT_DEG", "CO21_REST_HZ", "alma_like_layout", "baselines", "uvw_tracks", "channel_freqs",
            "mock_observation", "load_observation", "validate_observation", "REQUIRED_KEYS"]
 
 ALMA_LAT_DEG = -23.0229
-CO21_REST_HZ = 230.538e9
-C_KMS = 299792.458
-REQUIRED_KEYS = ("u", "v", "vis", "weight", "chan", "freq", "chan_freq", "meta")
 
 
 def alma_like_layout(n_ant=43, max_radius_m=300.0, min_sep_m=15.0, seed=0):
@@ -131,11 +122,7 @@ def mock_observation(path=None, *, geom, sky, vsys_kms=1252.0, dec_deg=-5.8, ha_
     u = um[None, :] / lam[:, None]  # (V, T*nb) [wavelengths]
     v = vm[None, :] / lam[:, None]
     # primary beam per channel at the phase centre (the cube reference pixel)
-    xo = (np.arange(X) - X / 2.0) * g["cellSize"]
-    yo = (np.arange(Y) - Y / 2.0) * g["cellSize"]
-    r2 = xo[:, None] ** 2 + yo[None, :] ** 2
-    s_pb = alma_pb_fwhm_arcsec(freqs) / (2 * math.sqrt(2 * math.log(2)))
-    pb = np.exp(-0.5 * r2[..., None] / s_pb**2)
+    pb = SkyGrid(X, Y, g["cellSize"]).primary_beam(alma_pb_fwhm_arcsec(freqs)).numpy()
     vis = direct_ft(sky_cube, g["cellSize"], u, v, pb=pb)  # (V, T*nb) [Jy]
     rng = np.random.default_rng(seed + 2)
     vis = vis + sigma_jy * (rng.normal(size=vis.shape) + 1j * rng.normal(size=vis.shape))
@@ -155,90 +142,6 @@ def mock_observation(path=None, *, geom, sky, vsys_kms=1252.0, dec_deg=-5.8, ha_
                ant2=np.tile(np.tile(a2, T), V).astype(np.int64),
                time_idx=np.tile(np.repeat(np.arange(T), nb), V).astype(np.int64), meta=np.array(json.dumps(meta)))
     if path is not None:
-        np.savez(path, **out)
+        save_observation(path, out)
     out["sky_cube"] = sky_cube
     return out
-
-
-def validate_observation(d):
-    """Check a mock/real observation dict (arrays as in the module doc); returns it normalised.
-
-    Raises ValueError listing every problem with row counts: missing keys, wrong dimensions or
-    dtypes, row counts that differ, non-finite values, non-positive weights or frequencies,
-    channels out of range, ``freq`` inconsistent with ``chan_freq[chan]``, unreadable ``meta``.
-    """
-    missing = [k for k in REQUIRED_KEYS if k not in d]
-    if missing:
-        raise ValueError(f"observation lacks {missing} (need {list(REQUIRED_KEYS)})")
-    probs = []
-    rows = ["u", "v", "vis", "weight", "chan", "freq"] + [k for k in ("ant1", "ant2", "time_idx") if k in d]
-    arr = {k: np.asarray(d[k]) for k in rows}
-    for k, a in arr.items():
-        if a.ndim != 1:
-            probs.append(f"{k} must be 1-D, has shape {a.shape}")
-    if probs:
-        raise ValueError("bad observation: " + "; ".join(probs))
-    n = {k: a.shape[0] for k, a in arr.items()}
-    if len(set(n.values())) != 1:
-        raise ValueError(f"bad observation: row counts differ: {n}")
-    N = arr["u"].shape[0]
-    if N == 0:
-        raise ValueError("bad observation: no rows")
-    if not np.iscomplexobj(arr["vis"]):
-        probs.append(f"vis must be complex, is {arr['vis'].dtype}")
-    for k in ("u", "v", "weight", "freq"):
-        if not np.issubdtype(arr[k].dtype, np.floating):
-            probs.append(f"{k} must be floating point, is {arr[k].dtype}")
-    for k in ("chan", "ant1", "ant2", "time_idx"):
-        if k in arr and not np.issubdtype(arr[k].dtype, np.integer):
-            probs.append(f"{k} must be integer, is {arr[k].dtype}")
-    if probs:
-        raise ValueError("bad observation: " + "; ".join(probs))
-    for k in ("u", "v", "vis", "weight", "freq"):
-        bad = int((~np.isfinite(arr[k])).sum())
-        if bad:
-            probs.append(f"{bad} of {N} rows have non-finite {k}")
-    for k in ("weight", "freq"):
-        bad = int((np.isfinite(arr[k]) & (arr[k] <= 0)).sum())
-        if bad:
-            probs.append(f"{bad} of {N} rows have {k} <= 0")
-    cf = np.asarray(d["chan_freq"])
-    if cf.ndim != 1 or cf.size == 0 or not np.all(np.isfinite(cf)) or np.any(cf <= 0):
-        probs.append("chan_freq must be a non-empty 1-D array of positive finite frequencies [Hz]")
-    else:
-        c = arr["chan"]
-        out = (c < 0) | (c >= cf.size)
-        if out.any():
-            probs.append(f"{int(out.sum())} of {N} rows have chan outside [0, {cf.size})")
-        else:
-            mism = ~np.isclose(arr["freq"], cf[c], rtol=1e-9, atol=0)
-            if mism.any():
-                probs.append(f"{int(mism.sum())} of {N} rows have freq != chan_freq[chan]")
-            empty = np.setdiff1d(np.arange(cf.size), np.unique(c))
-            if empty.size:
-                probs.append(f"{empty.size} of {cf.size} channels have no rows: {empty.tolist()[:20]}")
-    if "ant1" in arr and "ant2" in arr:
-        bad = int((arr["ant1"] >= arr["ant2"]).sum())
-        if bad:
-            probs.append(f"{bad} of {N} rows have ant1 >= ant2 (autocorrelation or unordered pair)")
-    try:
-        meta = json.loads(str(np.asarray(d["meta"])))
-        if not isinstance(meta, dict):
-            raise ValueError
-    except (ValueError, TypeError):
-        probs.append("meta must be a JSON object string")
-        meta = None
-    if probs:
-        raise ValueError("bad observation: " + "; ".join(probs))
-    out = {k: arr[k] for k in rows}
-    out.update(u=arr["u"].astype(np.float64), v=arr["v"].astype(np.float64), vis=arr["vis"].astype(np.complex128),
-               weight=arr["weight"].astype(np.float64), chan=arr["chan"].astype(np.int64),
-               freq=arr["freq"].astype(np.float64), chan_freq=cf.astype(np.float64), meta=meta)
-    return out
-
-
-def load_observation(path):
-    """Load and validate a ``.npz`` written by :func:`mock_observation` (or in the same format)."""
-    with np.load(path, allow_pickle=False) as f:
-        d = {k: f[k] for k in f.files}
-    return validate_observation(d)
