@@ -4,7 +4,7 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 CONSTRAINTS ?= compat/py311-jampy8-kinms3.txt
-EXTRAS ?= test,fitter
+EXTRAS ?= test,fitter,inference
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out

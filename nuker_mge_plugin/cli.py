@@ -46,9 +46,22 @@ def build_parser():
     p.add_argument("--plot", default=None, help="write a PNG figure here")
     p.set_defaults(func=_cmd_convert)
 
-    p = sub.add_parser("demo", help="convert an NGC 4697-like Nuker profile and plot it")
+    p = sub.add_parser("mock", help="simulate an observation (KinMS sky, ALMA-like array) from a TOML file")
+    p.add_argument("config", help="mock configuration (TOML: [galaxy], [truth], [observation])")
+    p.add_argument("--out", required=True, help="observation file to write (.npz)")
+    p.set_defaults(func=_cmd_mock)
+
+    p = sub.add_parser("fit", help="measure a black-hole mass: MAP, Fisher-preconditioned MALA, results")
+    p.add_argument("config", help="fit configuration (TOML: [data], [galaxy], [model], [priors], [sampler], ...)")
+    p.add_argument("--out", default=None, help="results directory (default: the configuration's output.dir)")
+    p.add_argument("--resume", action="store_true", help="continue a killed run from its checkpoints")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_fit)
+
+    p = sub.add_parser("demo", help="the whole story on an NGC 4697-like mock: Nuker MGE, mock, fit, results")
     p.add_argument("--out", default="demo_out", help="output directory")
     p.add_argument("--backend", choices=BACKENDS, default="exact", help="Nuker -> MGE backend")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
 
     try:
@@ -87,12 +100,56 @@ def _cmd_convert(args):
     return 0
 
 
+def _cmd_mock(args):
+    from .mock import load_mock_config, mock_from_parameters
+    truth, distance, obs = load_mock_config(args.config)
+    out = mock_from_parameters(args.out, truth, distance_mpc=distance, **obs)
+    print(f"wrote {args.out}: {out['u'].size} visibilities in {out['chan_freq'].size} channels "
+          f"(KinMS sky, {obs.get('n_ant', 24)} antennas); truth log10 M_BH = {truth['log10_mbh']:g}")
+    return 0
+
+
+def _cmd_fit(args):
+    from .inference.config import load_config
+    from .inference.fit import run_fit
+    cfg = load_config(args.config)
+    run_fit(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    return 0
+
+
 def _cmd_demo(args):
+    """Nuker -> MGE of an NGC 4697-like galaxy, a KinMS mock of it, and the full fit of the mock."""
+    import shutil
+    from importlib import resources
+
+    from .inference.config import load_config
+    from .inference.fit import run_fit
+    from .mock import load_mock_config, mock_from_parameters
+
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out} exists and is not a directory")
     os.makedirs(args.out, exist_ok=True)
     a = argparse.Namespace(**{k: v for k, v in DEMO.items() if k not in ("inc", "mbh")}, backend=args.backend)
+    print("1/3 the stars: an NGC 4697-like Nuker profile as a 64-Gaussian MGE")
     _convert(a, os.path.join(args.out, "ngc4697_like_mge.txt"), DEMO["inc"], DEMO["mbh"],
              os.path.join(args.out, "ngc4697_like_mge.png"),
              title="NGC 4697-like Nuker profile as a 64-Gaussian MGE (11.4 Mpc, i = 76 deg)")
+    examples = resources.files("nuker_mge_plugin") / "examples"
+    mock_cfg = os.path.join(args.out, "ngc4697_mock.toml")
+    fit_cfg = os.path.join(args.out, "ngc4697_fit.toml")
+    for name, dest in (("ngc4697_mock.toml", mock_cfg), ("ngc4697_fit.toml", fit_cfg)):
+        with resources.as_file(examples / name) as src:
+            shutil.copyfile(src, dest)
+    obs_path = os.path.join(args.out, "ngc4697_mock.npz")
+    truth, distance, obs = load_mock_config(mock_cfg)
+    print("2/3 the data: a mock ALMA CO(2-1) observation simulated by KinMS + jampy (no code of the fit)")
+    if not os.path.exists(obs_path):
+        mock_from_parameters(obs_path, truth, distance_mpc=distance, **obs)
+    print(f"    {obs_path} (truth: log10 M_BH = {truth['log10_mbh']:g}, i = {truth['inclination']:g} deg)")
+    print("3/3 the fit: gridding, MAP, Fisher matrix, MALA tuning and sampling")
+    cfg = load_config(fit_cfg)
+    run_fit(cfg, os.path.join(args.out, "fit"), resume=os.path.exists(os.path.join(args.out, "fit", "map.json")),
+            progress=not args.no_progress)
     return 0
 
 

@@ -150,8 +150,9 @@ class SkyGrid:
 
     def axes(self, dtype=torch.float64, device=None):
         """Pixel-centre (x, y) offsets [arcsec] as tensors, (n_x,) and (n_y,)."""
-        return (torch.as_tensor(self.x_arcsec, dtype=dtype, device=device),
-                torch.as_tensor(self.y_arcsec, dtype=dtype, device=device))
+        # np.array copies: the cached axes are read-only, which torch warns about
+        return (torch.as_tensor(np.array(self.x_arcsec), dtype=dtype, device=device),
+                torch.as_tensor(np.array(self.y_arcsec), dtype=dtype, device=device))
 
     def subpixel_axes(self, nsub, dtype=torch.float64, device=None):
         """Midpoint-rule sub-pixel centres [arcsec], (nsub, n_x) and (nsub, n_y).

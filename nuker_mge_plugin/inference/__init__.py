@@ -1,0 +1,21 @@
+"""Bayesian inference core: Table-1 parameters and priors, empirical Fisher matrix, batched MALA.
+
+Model-independent: everything here works on any ``logp_and_grad`` / ``residual_fn`` (seed paper
+appendices B-C). The forward model and the likelihood are wired in by the caller.
+"""
+
+from .parameters import (DATA_RANGE_NAMES, DOMAINS, PARAMETER_NAMES, TABLE1, UNITS, BoundPileup,
+                         ParameterSpace, piled_up_at_bounds)
+from .fisher import (FisherResult, empirical_fisher, fisher_covariance, fisher_from_jacobian, hessian_fisher,
+                     residual_jacobian, student_t_fisher_weight)
+from .mala import (MALA, TARGET_ACCEPT, MALAResult, MALASchedule, MALAState, StepInfo, load_checkpoint_result,
+                   optimal_step_size, run_mala, value_and_grad)
+
+__all__ = [
+    "PARAMETER_NAMES", "TABLE1", "UNITS", "DOMAINS", "DATA_RANGE_NAMES", "ParameterSpace", "BoundPileup",
+    "piled_up_at_bounds",
+    "FisherResult", "residual_jacobian", "fisher_from_jacobian", "fisher_covariance", "empirical_fisher",
+    "hessian_fisher", "student_t_fisher_weight",
+    "TARGET_ACCEPT", "optimal_step_size", "value_and_grad", "MALAState", "MALA", "MALASchedule", "StepInfo",
+    "MALAResult", "run_mala", "load_checkpoint_result",
+]

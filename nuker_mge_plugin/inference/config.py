@@ -1,0 +1,920 @@
+"""The TOML configuration of ``nuker-mge fit CONFIG.toml``: parsing, validation, resolved output.
+
+A configuration is read once, checked completely and turned into frozen dataclasses (one per
+section) before anything slow starts; every mistake raises :class:`ConfigError` with one line that
+names the key as ``section.key`` and says what it expects. A minimal file::
+
+    [data]
+    path = "obs.npz"          # the .npz of nuker_mge_plugin.mock (u, v, vis, weight, chan, freq, chan_freq, meta)
+    rest_freq_hz = 230.538e9  # default CO(2-1)
+    [galaxy]
+    distance_mpc = 16.5
+    [model]
+    cell_arcsec = 0.15        # model image pixel; the uv grid follows from it
+    n_pix = 64                # model image n_pix x n_pix
+    backend = "exact"         # or "nn"
+    [likelihood]
+    kind = "student_t"        # or "gaussian" (with sigma_scale, 2.0 in the paper)
+    [priors]                  # Table-1 names: [low, high] is uniform, a number fixes it
+    log10_mbh = [6.0, 9.79934]
+    pa = [0.0, 359.9]
+    [sampler]
+    chains = 4
+    seed = 7
+    device = "cpu"            # or "cuda"
+
+Sections and keys (defaults in the dataclass docstrings): ``[data]`` path, rest_freq_hz;
+``[galaxy]`` distance_mpc, name; ``[model]`` cell_arcsec, n_pix, backend, nsub,
+surface_brightness, primary_beam; ``[gridding]`` width, beta, min_count, max_halfwidth, grow_step,
+mask_grown, uv_moments (the keyword arguments of ``dynamics.gridder.grid_visibilities``);
+``[likelihood]`` kind, sigma_scale; ``[priors]`` any of the 15 :data:`TABLE1` names; ``[map]``
+n_starts, adam_steps, adam_lr, lbfgs_steps; ``[sampler]`` chains, seed, device, dtype,
+burn_in_stages, burn_in_steps, step_sizes | n_step_trials, step_trial_steps, target_acceptance,
+draws, thin, checkpoint_every, ridge_frac, ridge_min; ``[output]`` dir, figures, vcirc_draws,
+vcirc_n_radii.
+
+Priors. A parameter left out of ``[priors]`` takes its Table-1 range, except ``systemic_velocity``,
+``x`` and ``y``, whose Table-1 values are NGC 4697's: they default to ranges taken from the data
+(the band's channel-centre velocities, and +- half the model field), stored as "from data" until
+:func:`resolve_data_priors` fills them in. A range ``[low, high]`` must lie inside the closure of
+the parameter's physical domain (a sigmoid bijection never reaches the ends, so Table 1's
+``scale_length = [0, 10]`` is fine); a fixed value must lie inside the domain itself (e.g.
+``gamma_minus_beta`` < 0, ``qintr`` in (0, 1], ``inclination`` in (0, 90)). With
+``backend = "nn"`` the shape parameters must also stay inside the emulator's training box
+(seed paper Appendix A), ``break_r`` converted to pc at ``galaxy.distance_mpc``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..basis import pc_per_arcsec
+from ..constants import C_KMS, CO21_REST_HZ
+from ..nuker import ALPHA_RANGE, BETA_MINUS_GAMMA_RANGE, GAMMA_RANGE, R_B_PC_RANGE
+
+__all__ = ["ConfigError", "TABLE1", "DATA_PRIOR_NAMES", "Prior", "DataConfig", "GalaxyConfig", "ModelConfig",
+           "GriddingConfig", "LikelihoodConfig", "PriorsConfig", "MapConfig", "SamplerConfig", "OutputConfig",
+           "FitConfig", "load_config", "config_from_dict", "resolve_data_priors", "channel_velocities_kms"]
+
+
+class ConfigError(ValueError):
+    """A bad configuration: one line naming the key (``section.key``) and what it expects."""
+
+
+#: Seed paper Table 1 (Appendix B): ``name -> (low, high, unit, description)``, in the canonical
+#: parameter order. ``systemic_velocity``, ``x``, ``y`` are NGC 4697's; the fit defaults them from
+#: the data instead (:data:`DATA_PRIOR_NAMES`).
+TABLE1 = {
+    "scale_length": (0.0, 10.0, "arcsec", "exponential scale length of the gas surface brightness"),
+    "log10_mbh": (6.0, 9.79934, "log10 Msun", "log10 black-hole mass, (1e6, 6.3e9) Msun"),
+    "inclination": (72.0, 89.0, "deg", "disc inclination (90 = edge-on)"),
+    "qintr": (0.1, 1.0, "", "intrinsic axis ratio of the stellar distribution"),
+    "alpha": (0.1, 10.0, "", "Nuker break sharpness"),
+    "gamma_minus_beta": (-3.0, -0.3, "", "Nuker inner minus outer slope (gamma - beta)"),
+    "gamma": (0.001, 1.2, "", "Nuker inner slope"),
+    "break_r": (0.41, 5.0, "arcsec", "Nuker break radius"),
+    "intensity_rb": (1.0, 5.0, "log10 Msun/pc^2", "log10 stellar surface mass density at the break radius"),
+    "pa": (0.0, 359.9, "deg", "kinematic position angle, North through East to the receding side"),
+    "line_broadening": (0.1, 30.0, "km/s", "gas velocity dispersion"),
+    "systemic_velocity": (1220.0, 1260.0, "km/s", "systemic velocity (radio definition)"),
+    "x": (-1.0, 1.0, "arcsec", "disc centre offset from the phase centre, +x West (package convention)"),
+    "y": (-1.0, 1.0, "arcsec", "disc centre offset from the phase centre, +y North"),
+    "flux": (1.0, 50.0, "Jy km/s", "integrated line flux"),
+}
+
+#: Parameters whose default range comes from the data, not from Table 1.
+DATA_PRIOR_NAMES = ("systemic_velocity", "x", "y")
+
+_INF = math.inf
+# Physical domain (low, high, low_closed, high_closed): a fixed value lies inside, a range inside
+# the closure. Same table as inference/parameters.py's DOMAINS.
+_DOMAIN = {
+    "scale_length": (0.0, _INF, False, False),
+    "log10_mbh": (-_INF, _INF, False, False),
+    "inclination": (0.0, 90.0, False, False),
+    "qintr": (0.0, 1.0, False, True),
+    "alpha": (0.0, _INF, False, False),
+    "gamma_minus_beta": (-_INF, 0.0, False, False),
+    "gamma": (0.0, 2.0, True, False),
+    "break_r": (0.0, _INF, False, False),
+    "intensity_rb": (-_INF, _INF, False, False),
+    "pa": (-_INF, _INF, False, False),
+    "line_broadening": (0.0, _INF, False, False),
+    "systemic_velocity": (-_INF, _INF, False, False),
+    "x": (-_INF, _INF, False, False),
+    "y": (-_INF, _INF, False, False),
+    "flux": (0.0, _INF, False, False),
+}
+_FROM_DATA = "from_data"
+
+
+def _domain_text(name):
+    lo, hi, lc, hc = _DOMAIN[name]
+    if lo == -_INF and hi == _INF:
+        return "finite"
+    if hi == _INF:
+        return (">= " if lc else "> ") + f"{lo:g}"
+    if lo == -_INF:
+        return ("<= " if hc else "< ") + f"{hi:g}"
+    return ("[" if lc else "(") + f"{lo:g}, {hi:g}" + ("]" if hc else ")")
+
+
+def _unit(name):
+    return TABLE1[name][2] or "dimensionless"
+
+
+# ---------------------------------------------------------------------------- dataclasses
+@dataclass(frozen=True)
+class DataConfig:
+    """``[data]``: the observation.
+
+    path : str
+        Absolute path of the ``.npz`` observation (``mock.load_observation`` format: u, v
+        [wavelengths], vis [Jy], weight [1/Jy^2], chan, freq [Hz], chan_freq [Hz], meta). Relative
+        paths in the file resolve against the configuration file's directory. Required.
+    rest_freq_hz : float
+        Rest frequency of the line [Hz], for the radio velocity ``v = c (1 - f / f0)``;
+        default 12CO(2-1), 230.538e9.
+    """
+
+    path: str
+    rest_freq_hz: float = CO21_REST_HZ
+
+
+@dataclass(frozen=True)
+class GalaxyConfig:
+    """``[galaxy]``.
+
+    distance_mpc : float
+        Distance [Mpc], > 0 (``pc_per_arcsec = distance pi / 0.648``). Required.
+    name : str
+        Galaxy name for figure titles and the summary (default "").
+    """
+
+    distance_mpc: float
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``[model]``: the forward model's sky grid and options.
+
+    cell_arcsec : float
+        Model image pixel [arcsec], > 0; the uv grid follows from it (``du = 1 / (n_pix cell)``).
+        Required.
+    n_pix : int
+        Model image is ``n_pix x n_pix`` pixels, >= 8. Required.
+    backend : str
+        Nuker -> MGE backend, ``"exact"`` (default) or ``"nn"``.
+    nsub : int
+        Sub-pixel samples per pixel side of the gas cube (>= 1, default 2).
+    surface_brightness : str
+        Gas surface-brightness profile: ``"exponential"`` (default; parameter ``scale_length``).
+        ``"ring"`` is planned, not implemented.
+    primary_beam : bool
+        Multiply the sky by the ALMA 12-m primary beam of each channel (default true).
+    """
+
+    cell_arcsec: float
+    n_pix: int
+    backend: str = "exact"
+    nsub: int = 2
+    surface_brightness: str = "exponential"
+    primary_beam: bool = True
+
+    @property
+    def field_arcsec(self):
+        """Model field side ``n_pix cell_arcsec`` [arcsec]."""
+        return self.n_pix * self.cell_arcsec
+
+
+@dataclass(frozen=True)
+class GriddingConfig:
+    """``[gridding]``: Kaiser-Bessel gridding of the visibilities (seed paper sec. 2.2.1).
+
+    width : float
+        KB window full width [cells], > 0 (default 1: windows do not overlap).
+    beta : float
+        KB shape parameter, > 0 (default 2.0).
+    min_count : int
+        Visibilities a cell's window needs, >= 2 (default 5, the paper's); the window grows otherwise.
+    max_halfwidth : float
+        Largest window half-width [cells], >= width / 2 (default 2.5).
+    grow_step : float
+        Window growth step [cells], > 0 (default 0.5).
+    mask_grown : bool
+        Drop cells whose window had to grow (they share visibilities with neighbours; default false).
+    uv_moments : bool
+        Evaluate the model at the same window-weighted average of uv offsets as the data
+        (``cube_to_vis(..., uv_moments=...)``; default true).
+
+    ``width, beta, min_count, max_halfwidth, grow_step`` are ``grid_visibilities``' keywords:
+    ``grid_visibilities(..., **cfg.gridding.kwargs())``.
+    """
+
+    width: float = 1.0
+    beta: float = 2.0
+    min_count: int = 5
+    max_halfwidth: float = 2.5
+    grow_step: float = 0.5
+    mask_grown: bool = False
+    uv_moments: bool = True
+
+    def kwargs(self):
+        """Keyword arguments for ``dynamics.gridder.grid_visibilities``."""
+        return dict(width=self.width, beta=self.beta, min_count=self.min_count,
+                    max_halfwidth=self.max_halfwidth, grow_step=self.grow_step)
+
+
+@dataclass(frozen=True)
+class LikelihoodConfig:
+    """``[likelihood]``.
+
+    kind : str
+        ``"student_t"`` (default; degrees of freedom from each cell's effective sample count, the
+        sample-variance noise of sec. 2.2; see inference/likelihood.py) or ``"gaussian"``.
+    sigma_scale : float or None
+        Gaussian only: per-cell sigma multiplied by this (> 0; default 2.0, the paper's). None
+        for ``student_t`` (setting it there is an error rather than silently ignored).
+    """
+
+    kind: str = "student_t"
+    sigma_scale: float | None = None
+
+
+@dataclass(frozen=True)
+class Prior:
+    """One parameter's prior: uniform ``[low, high]``, fixed ``value``, or still to come from the data.
+
+    name : str
+        A :data:`TABLE1` name. Units: ``TABLE1[name][2]``.
+    low, high : float or None
+        Uniform range [parameter unit]; None when fixed or not yet resolved.
+    value : float or None
+        Fixed value [parameter unit]; None when free.
+    source : str
+        ``"table1"`` (default range), ``"config"`` (given in [priors]) or ``"data"`` (from the data:
+        unresolved while ``low`` is None).
+    """
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+    value: float | None = None
+    source: str = "table1"
+
+    @property
+    def kind(self):
+        """``"uniform"``, ``"fixed"`` or ``"from_data"`` (not yet resolved)."""
+        if self.value is not None:
+            return "fixed"
+        return "uniform" if self.low is not None else "from_data"
+
+
+@dataclass(frozen=True)
+class PriorsConfig:
+    """``[priors]``: one :class:`Prior` per Table-1 parameter, in Table-1 order.
+
+    Entries in the file: ``name = [low, high]`` (uniform), ``name = number`` (fixed), or for
+    ``systemic_velocity``, ``x``, ``y`` the string ``"from_data"`` (the default for those three).
+    """
+
+    entries: tuple
+
+    def __getitem__(self, name):
+        for p in self.entries:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def __iter__(self):
+        return iter(self.entries)
+
+    @property
+    def names(self):
+        """All 15 names, Table-1 order."""
+        return tuple(p.name for p in self.entries)
+
+    @property
+    def free(self):
+        """Names of the free parameters (uniform or from data), Table-1 order."""
+        return tuple(p.name for p in self.entries if p.kind != "fixed")
+
+    @property
+    def fixed(self):
+        """``name -> value`` of the fixed parameters [parameter units]."""
+        return {p.name: p.value for p in self.entries if p.kind == "fixed"}
+
+    @property
+    def unresolved(self):
+        """Names still waiting for :func:`resolve_data_priors`."""
+        return tuple(p.name for p in self.entries if p.kind == "from_data")
+
+    @property
+    def ranges(self):
+        """``name -> (low, high)`` of the free parameters; needs every prior resolved."""
+        self._require_resolved()
+        return {p.name: (p.low, p.high) for p in self.entries if p.kind == "uniform"}
+
+    def spec(self):
+        """``name -> (low, high) | value`` for all 15, e.g. for ``inference.parameters.ParameterSpace(spec)``."""
+        self._require_resolved()
+        return {p.name: (p.value if p.kind == "fixed" else (p.low, p.high)) for p in self.entries}
+
+    def _require_resolved(self):
+        if self.unresolved:
+            raise ConfigError(f"priors.{self.unresolved[0]}: the range comes from the data; call "
+                              "resolve_data_priors(cfg, ...) first")
+
+
+@dataclass(frozen=True)
+class MapConfig:
+    """``[map]``: the maximum-a-posteriori search that starts the chains.
+
+    n_starts : int
+        Random starts drawn from the prior, >= 1 (default 16).
+    adam_steps : int
+        Adam steps per start in the unconstrained space, >= 0 (default 300).
+    adam_lr : float
+        Adam learning rate [unconstrained units per step], > 0 (default 0.02).
+    lbfgs_steps : int
+        L-BFGS refinement iterations of the best starts, >= 0 (default 50).
+    """
+
+    n_starts: int = 16
+    adam_steps: int = 300
+    adam_lr: float = 0.02
+    lbfgs_steps: int = 50
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """``[sampler]``: Fisher-preconditioned MALA (seed paper appendix C).
+
+    chains : int
+        Independent chains, >= 2 (R-hat needs several; default 4).
+    seed : int
+        Seed of every random stream of the fit (>= 0; default 0).
+    device : str
+        ``"cpu"`` (default), ``"cuda"`` or ``"cuda:N"``; CUDA must be available.
+    dtype : str
+        ``"float64"`` (default) or ``"float32"`` for the forward model (reductions stay float64).
+    burn_in_stages : int
+        Burn-in stages, each ending with a new Fisher mass matrix at its best point, >= 1 (default 3).
+    burn_in_steps : int
+        MALA steps per burn-in stage, >= 1 (default 500).
+    step_sizes : tuple of float or None
+        Step sizes tried after burn-in (> 0); None (default) lets the sampler choose
+        ``n_step_trials`` of them. Give either this or ``n_step_trials``.
+    n_step_trials : int
+        Number of step sizes tried, >= 1 (default 6; ``len(step_sizes)`` when those are given).
+    step_trial_steps : int
+        MALA steps per step-size trial, >= 1 (default 200).
+    target_acceptance : float
+        Acceptance rate the kept step size is closest to, in (0, 1) (default 0.574, Roberts &
+        Rosenthal 1998).
+    draws : int
+        Posterior draws per chain after tuning, >= 1 (default 2000).
+    thin : int
+        Keep every ``thin``-th draw, >= 1 (default 1).
+    checkpoint_every : int
+        Write a checkpoint every this many steps, >= 0 (0 = never; default 500).
+    ridge_frac, ridge_min : float
+        Fisher ridge ``lambda = max(ridge_frac median(diag F), ridge_min)`` (appendix C.1),
+        ridge_frac >= 0 (default 1e-3), ridge_min > 0 (default 1e-8).
+    """
+
+    chains: int = 4
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float64"
+    burn_in_stages: int = 3
+    burn_in_steps: int = 500
+    step_sizes: tuple | None = None
+    n_step_trials: int = 6
+    step_trial_steps: int = 200
+    target_acceptance: float = 0.574
+    draws: int = 2000
+    thin: int = 1
+    checkpoint_every: int = 500
+    ridge_frac: float = 1e-3
+    ridge_min: float = 1e-8
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """``[output]``.
+
+    dir : str
+        Absolute output directory (relative paths resolve against the configuration file's
+        directory; default ``<config stem>_results`` beside the configuration file).
+    figures : bool
+        Write the PNG figures (default true).
+    vcirc_draws : int
+        Posterior draws (thinned) through which the circular-velocity band is computed, >= 10
+        (default 200).
+    vcirc_n_radii : int
+        Radii of the band, log-spaced from cell/4 to half the field (``FitConfig.vcirc_radius_arcsec``),
+        >= 2 (default 64).
+    """
+
+    dir: str
+    figures: bool = True
+    vcirc_draws: int = 200
+    vcirc_n_radii: int = 64
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """The whole, validated configuration of one fit. ``source``: the file it came from (or None)."""
+
+    data: DataConfig
+    galaxy: GalaxyConfig
+    model: ModelConfig
+    gridding: GriddingConfig
+    likelihood: LikelihoodConfig
+    priors: PriorsConfig
+    map: MapConfig
+    sampler: SamplerConfig
+    output: OutputConfig
+    source: str | None = None
+
+    @property
+    def field_arcsec(self):
+        """Model field side [arcsec]."""
+        return self.model.field_arcsec
+
+    def vcirc_radius_arcsec(self):
+        """Radii [arcsec] of the circular-velocity band: log-spaced from cell/4 to half the field."""
+        return np.geomspace(self.model.cell_arcsec / 4.0, self.field_arcsec / 2.0, self.output.vcirc_n_radii)
+
+    def to_dict(self):
+        """Plain nested dict in the file's layout (absolute paths; None values left out)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name == "source":
+                continue
+            sec = getattr(self, f.name)
+            if f.name == "priors":
+                d = {}
+                for p in sec.entries:
+                    d[p.name] = (p.value if p.kind == "fixed" else
+                                 [p.low, p.high] if p.kind == "uniform" else _FROM_DATA)
+            else:
+                d = {}
+                for k, v in dataclasses.asdict(sec).items():
+                    if v is None:
+                        continue
+                    d[k] = list(v) if isinstance(v, tuple) else v
+            out[f.name] = d
+        return out
+
+    def to_toml_str(self):
+        """The resolved configuration as TOML text that :func:`load_config` reads back identically."""
+        lines = []
+        if self.source:
+            lines.append(f"# resolved from {self.source}")
+        for sec, d in self.to_dict().items():
+            lines.append(f"[{sec}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in d.items())
+            lines.append("")
+        return "\n".join(lines)
+
+
+def _toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)  # shortest round-tripping repr; TOML accepts 1e-08, 230538000000.0
+    if isinstance(v, str):
+        return json.dumps(v)  # a TOML basic string (json escapes are TOML escapes)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+# ---------------------------------------------------------------------------- checks
+def _suggest(word, choices):
+    m = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    if not m:  # "PA" -> "pa", "mbh" -> "log10_mbh"
+        w = word.lower()
+        m = [c for c in choices if c.lower() == w] or [c for c in choices if w and w in c.lower()]
+    return m[0] if m else None
+
+
+class _Section:
+    """Reads one TOML table key by key; remembers which keys were given."""
+
+    def __init__(self, name, raw, valid):
+        self.name = name
+        self.raw = raw
+        unknown = [k for k in raw if k not in valid]
+        if unknown:
+            k = unknown[0]
+            s = _suggest(k, valid)
+            hint = f" (did you mean {name}.{s}?)" if s else f" (valid: {', '.join(valid)})"
+            raise ConfigError(f"{name}.{k}: unknown key{hint}")
+
+    def given(self, key):
+        return key in self.raw
+
+    def _fail(self, key, what, v):
+        raise ConfigError(f"{self.name}.{key}: expects {what}, got {v!r}")
+
+    def get(self, key, default):
+        if key not in self.raw:
+            if default is _REQUIRED:
+                raise ConfigError(f"{self.name}.{key}: required key is missing")
+            return default
+        return self.raw[key]
+
+    def number(self, key, default=None, *, gt=None, ge=None, lt=None, what=None):
+        v = self.get(key, default)
+        if v is None or (key not in self.raw):
+            return v
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        if ok:
+            v = float(v)
+            ok = (gt is None or v > gt) and (ge is None or v >= ge) and (lt is None or v < lt)
+        if not ok:
+            self._fail(key, what or _bounds_text("a finite number", gt, ge, lt), self.raw[key])
+        return v
+
+    def integer(self, key, default=None, *, ge=None, what=None):
+        v = self.get(key, default)
+        if key not in self.raw:
+            return v
+        if not (isinstance(v, int) and not isinstance(v, bool) and (ge is None or v >= ge)):
+            self._fail(key, what or _bounds_text("an integer", None, ge, None), v)
+        return v
+
+    def boolean(self, key, default):
+        v = self.get(key, default)
+        if key in self.raw and not isinstance(v, bool):
+            self._fail(key, "true or false", v)
+        return v
+
+    def choice(self, key, default, choices):
+        v = self.get(key, default)
+        if key in self.raw and v not in choices:
+            self._fail(key, "one of " + ", ".join(json.dumps(c) for c in choices), v)
+        return v
+
+    def string(self, key, default):
+        v = self.get(key, default)
+        if key in self.raw and not isinstance(v, str):
+            self._fail(key, "a string", v)
+        return v
+
+
+_REQUIRED = object()
+
+
+def _bounds_text(base, gt, ge, lt):
+    parts = [f"> {gt:g}" if gt is not None else None, f">= {ge:g}" if ge is not None else None,
+             f"< {lt:g}" if lt is not None else None]
+    parts = [p for p in parts if p]
+    return base + (" " + " and ".join(parts) if parts else "")
+
+
+_SECTION_KEYS = {
+    "data": ("path", "rest_freq_hz"),
+    "galaxy": ("distance_mpc", "name"),
+    "model": ("cell_arcsec", "n_pix", "backend", "nsub", "surface_brightness", "primary_beam"),
+    "gridding": ("width", "beta", "min_count", "max_halfwidth", "grow_step", "mask_grown", "uv_moments"),
+    "likelihood": ("kind", "sigma_scale"),
+    "priors": tuple(TABLE1),
+    "map": ("n_starts", "adam_steps", "adam_lr", "lbfgs_steps"),
+    "sampler": ("chains", "seed", "device", "dtype", "burn_in_stages", "burn_in_steps", "step_sizes",
+                "n_step_trials", "step_trial_steps", "target_acceptance", "draws", "thin", "checkpoint_every",
+                "ridge_frac", "ridge_min"),
+    "output": ("dir", "figures", "vcirc_draws", "vcirc_n_radii"),
+}
+
+
+def _resolve_path(p, base_dir):
+    q = Path(p).expanduser()
+    if not q.is_absolute():
+        q = Path(base_dir) / q
+    return str(q.resolve())
+
+
+def _check_device(dev):
+    if dev == "cpu":
+        return
+    import torch  # only needed to check CUDA
+    if dev == "cuda" or dev.startswith("cuda:"):
+        idx = 0
+        if dev != "cuda":
+            tail = dev[5:]
+            if not tail.isdigit():
+                raise ConfigError(f"sampler.device: expects \"cpu\", \"cuda\" or \"cuda:N\", got {dev!r}")
+            idx = int(tail)
+        if not torch.cuda.is_available():
+            raise ConfigError(f"sampler.device: expects \"cpu\" on this machine (CUDA is not available), got {dev!r}")
+        if idx >= torch.cuda.device_count():
+            raise ConfigError(f"sampler.device: expects a CUDA index < {torch.cuda.device_count()}, got {dev!r}")
+        return
+    raise ConfigError(f"sampler.device: expects \"cpu\", \"cuda\" or \"cuda:N\", got {dev!r}")
+
+
+def _parse_prior(name, v):
+    """A :class:`Prior` from a [priors] entry; raises ConfigError naming ``priors.name``."""
+    key = f"priors.{name}"
+    lo_d, hi_d, lc, hc = _DOMAIN[name]
+    what = f"[low, high] (uniform, low < high) or a number (fixed) [{_unit(name)}]"
+    if isinstance(v, str):
+        if v == _FROM_DATA and name in DATA_PRIOR_NAMES:
+            return Prior(name, source="data")
+        extra = f" or \"{_FROM_DATA}\"" if name in DATA_PRIOR_NAMES else ""
+        raise ConfigError(f"{key}: expects {what}{extra}, got {v!r}")
+
+    def num(x):
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    if isinstance(v, list):
+        if len(v) != 2 or not all(num(x) for x in v):
+            raise ConfigError(f"{key}: expects {what}, got {v!r}")
+        lo, hi = float(v[0]), float(v[1])
+        if not lo < hi:
+            raise ConfigError(f"{key}: expects low < high, got [{lo:g}, {hi:g}]")
+        if lo < lo_d or hi > hi_d:
+            raise ConfigError(f"{key}: expects a range inside the physical domain {_domain_text(name)} "
+                              f"[{_unit(name)}], got [{lo:g}, {hi:g}]")
+        if name == "pa" and hi - lo > 360.0:
+            raise ConfigError(f"{key}: expects a range at most 360 deg wide, got [{lo:g}, {hi:g}]")
+        return Prior(name, low=lo, high=hi, source="config")
+    if not num(v):
+        raise ConfigError(f"{key}: expects {what}, got {v!r}")
+    x = float(v)
+    ok = (x >= lo_d if lc else x > lo_d) and (x <= hi_d if hc else x < hi_d)
+    if not ok:
+        raise ConfigError(f"{key}: expects a fixed value in the physical domain {_domain_text(name)} "
+                          f"[{_unit(name)}], got {x:g}")
+    return Prior(name, value=x, source="config")
+
+
+def _check_nn_box(priors, distance_mpc):
+    """With the nn backend the Nuker shape must stay in the emulator's training box (Appendix A)."""
+    scale = pc_per_arcsec(distance_mpc)
+    boxes = {"alpha": (ALPHA_RANGE, ""), "gamma": (GAMMA_RANGE, ""),
+             # beta - gamma in [0.3, 3] <=> gamma - beta in [-3, -0.3]
+             "gamma_minus_beta": ((-BETA_MINUS_GAMMA_RANGE[1], -BETA_MINUS_GAMMA_RANGE[0]), ""),
+             "break_r": ((R_B_PC_RANGE[0] / scale, R_B_PC_RANGE[1] / scale),
+                         f" ({R_B_PC_RANGE[0]:g}-{R_B_PC_RANGE[1]:g} pc at {distance_mpc:g} Mpc)")}
+    for name, ((lo, hi), note) in boxes.items():
+        p = priors[name]
+        vals = (p.value,) if p.kind == "fixed" else (p.low, p.high)
+        tol = 1e-9 * max(abs(lo), abs(hi))  # the box's own ends, written in decimal, must pass
+        if any(x < lo - tol or x > hi + tol for x in vals):
+            got = f"{p.value:g}" if p.kind == "fixed" else f"[{p.low:g}, {p.high:g}]"
+            src = "" if p.source == "config" else " (the Table-1 default)"
+            raise ConfigError(f"priors.{name}: expects values inside the nn emulator's training box "
+                              f"[{lo:.4g}, {hi:.4g}]{note} with model.backend = \"nn\" "
+                              f"(use \"exact\" outside it), got {got}{src}")
+
+
+def config_from_dict(raw, base_dir=".", source=None, *, check_files=True):
+    """Validate a parsed TOML document and build a :class:`FitConfig`.
+
+    Parameters
+    ----------
+    raw : dict
+        The document, as ``tomllib`` returns it.
+    base_dir : str or Path
+        Directory that relative ``data.path`` and ``output.dir`` resolve against.
+    source : str, optional
+        Where the document came from (recorded in ``FitConfig.source``).
+    check_files : bool
+        Check that ``data.path`` exists (default True).
+
+    Returns
+    -------
+    FitConfig
+
+    Raises
+    ------
+    ConfigError
+        One line naming ``section.key`` and what it expects.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"configuration: expects a TOML document (a table), got {type(raw).__name__}")
+    for sec, val in raw.items():
+        if sec not in _SECTION_KEYS:
+            s = _suggest(sec, _SECTION_KEYS)
+            hint = f" (did you mean [{s}]?)" if s else f" (valid: {', '.join('[' + k + ']' for k in _SECTION_KEYS)})"
+            raise ConfigError(f"{sec}: unknown section{hint}")
+        if not isinstance(val, dict):
+            raise ConfigError(f"{sec}: expects a [{sec}] table, got {val!r}")
+    sections = {name: _Section(name, raw.get(name, {}), keys) for name, keys in _SECTION_KEYS.items()}
+
+    s = sections["data"]
+    path = s.string("path", _REQUIRED)
+    if not path:
+        raise ConfigError("data.path: expects the path of the .npz observation, got ''")
+    path = _resolve_path(path, base_dir)
+    if check_files and not Path(path).is_file():
+        raise ConfigError(f"data.path: expects an existing .npz file, got {raw['data']['path']!r} "
+                          f"(not found: {path})")
+    data = DataConfig(path=path, rest_freq_hz=s.number("rest_freq_hz", CO21_REST_HZ, gt=0,
+                                                      what="a rest frequency > 0 [Hz]"))
+
+    s = sections["galaxy"]
+    galaxy = GalaxyConfig(distance_mpc=s.number("distance_mpc", _REQUIRED, gt=0, what="a distance > 0 [Mpc]"),
+                          name=s.string("name", ""))
+
+    s = sections["model"]
+    model = ModelConfig(
+        cell_arcsec=s.number("cell_arcsec", _REQUIRED, gt=0, what="a pixel size > 0 [arcsec]"),
+        n_pix=s.integer("n_pix", _REQUIRED, ge=8, what="an integer >= 8 [pixels]"),
+        backend=s.choice("backend", "exact", ("exact", "nn")),
+        nsub=s.integer("nsub", 2, ge=1, what="an integer >= 1 [sub-pixels per pixel side]"),
+        surface_brightness=s.choice("surface_brightness", "exponential", ("exponential", "ring")),
+        primary_beam=s.boolean("primary_beam", True))
+    if model.surface_brightness == "ring":
+        raise ConfigError("model.surface_brightness: expects \"exponential\" (\"ring\" is not implemented yet), "
+                          "got 'ring'")
+
+    s = sections["gridding"]
+    width = s.number("width", 1.0, gt=0, what="a window width > 0 [cells]")
+    gridding = GriddingConfig(
+        width=width, beta=s.number("beta", 2.0, gt=0, what="a Kaiser-Bessel shape > 0"),
+        min_count=s.integer("min_count", 5, ge=2, what="an integer >= 2 [visibilities]"),
+        max_halfwidth=s.number("max_halfwidth", max(2.5, width / 2), ge=width / 2,
+                               what=f"a half-width >= gridding.width / 2 = {width / 2:g} [cells]"),
+        grow_step=s.number("grow_step", 0.5, gt=0, what="a step > 0 [cells]"),
+        mask_grown=s.boolean("mask_grown", False), uv_moments=s.boolean("uv_moments", True))
+
+    s = sections["likelihood"]
+    kind = s.choice("kind", "student_t", ("student_t", "gaussian"))
+    if kind == "student_t" and s.given("sigma_scale"):
+        raise ConfigError("likelihood.sigma_scale: expects likelihood.kind = \"gaussian\" (the Student-t "
+                          f"takes its width from the data), got {s.raw['sigma_scale']!r} with kind = \"student_t\"")
+    sigma_scale = s.number("sigma_scale", 2.0, gt=0, what="a factor > 0") if kind == "gaussian" else None
+    likelihood = LikelihoodConfig(kind=kind, sigma_scale=sigma_scale)
+
+    s = sections["priors"]
+    entries = []
+    for name, (lo, hi, _, _) in TABLE1.items():
+        if s.given(name):
+            entries.append(_parse_prior(name, s.raw[name]))
+        elif name in DATA_PRIOR_NAMES:
+            entries.append(Prior(name, source="data"))
+        else:
+            entries.append(Prior(name, low=lo, high=hi, source="table1"))
+    priors = PriorsConfig(tuple(entries))
+    half = model.field_arcsec / 2.0
+    for name in ("x", "y"):
+        p = priors[name]
+        vals = (p.value,) if p.kind == "fixed" else (p.low, p.high) if p.kind == "uniform" else ()
+        if any(abs(v) > half * (1 + 1e-12) for v in vals):
+            raise ConfigError(f"priors.{name}: expects values inside the model field +-{half:g} arcsec "
+                              f"(model.n_pix x model.cell_arcsec), got {s.raw[name]!r}")
+    if model.backend == "nn":
+        _check_nn_box(priors, galaxy.distance_mpc)
+
+    s = sections["map"]
+    map_ = MapConfig(n_starts=s.integer("n_starts", 16, ge=1), adam_steps=s.integer("adam_steps", 300, ge=0),
+                     adam_lr=s.number("adam_lr", 0.02, gt=0), lbfgs_steps=s.integer("lbfgs_steps", 50, ge=0))
+
+    s = sections["sampler"]
+    dev = s.string("device", "cpu")
+    _check_device(dev)
+    step_sizes = s.get("step_sizes", None)
+    if step_sizes is not None:
+        if not (isinstance(step_sizes, list) and step_sizes and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+                for x in step_sizes)):
+            raise ConfigError(f"sampler.step_sizes: expects a non-empty list of step sizes > 0, got {step_sizes!r}")
+        step_sizes = tuple(float(x) for x in step_sizes)
+        if s.given("n_step_trials") and s.raw["n_step_trials"] != len(step_sizes):
+            raise ConfigError(f"sampler.n_step_trials: expects len(sampler.step_sizes) = {len(step_sizes)} or "
+                              f"to be left out, got {s.raw['n_step_trials']!r}")
+    sampler = SamplerConfig(
+        chains=s.integer("chains", 4, ge=2, what="an integer >= 2 (R-hat needs several chains)"),
+        seed=s.integer("seed", 0, ge=0), device=dev, dtype=s.choice("dtype", "float64", ("float64", "float32")),
+        burn_in_stages=s.integer("burn_in_stages", 3, ge=1), burn_in_steps=s.integer("burn_in_steps", 500, ge=1),
+        step_sizes=step_sizes,
+        n_step_trials=len(step_sizes) if step_sizes else s.integer("n_step_trials", 6, ge=1),
+        step_trial_steps=s.integer("step_trial_steps", 200, ge=1),
+        target_acceptance=s.number("target_acceptance", 0.574, gt=0, lt=1),
+        draws=s.integer("draws", 2000, ge=1), thin=s.integer("thin", 1, ge=1),
+        checkpoint_every=s.integer("checkpoint_every", 500, ge=0, what="an integer >= 0 [steps] (0 = never)"),
+        ridge_frac=s.number("ridge_frac", 1e-3, ge=0), ridge_min=s.number("ridge_min", 1e-8, gt=0))
+
+    s = sections["output"]
+    stem = Path(source).stem if source else "nuker_mge"
+    out_dir = s.string("dir", f"{stem}_results")
+    if not out_dir:
+        raise ConfigError("output.dir: expects a directory path, got ''")
+    output = OutputConfig(dir=_resolve_path(out_dir, base_dir), figures=s.boolean("figures", True),
+                          vcirc_draws=s.integer("vcirc_draws", 200, ge=10),
+                          vcirc_n_radii=s.integer("vcirc_n_radii", 64, ge=2))
+
+    return FitConfig(data=data, galaxy=galaxy, model=model, gridding=gridding, likelihood=likelihood,
+                     priors=priors, map=map_, sampler=sampler, output=output,
+                     source=str(source) if source is not None else None)
+
+
+def load_config(path, *, check_files=True):
+    """Read and validate ``nuker-mge fit``'s TOML configuration.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.toml`` file. Relative paths inside it resolve against its directory.
+    check_files : bool
+        Check that ``data.path`` exists (default True).
+
+    Returns
+    -------
+    FitConfig
+        ``systemic_velocity``, ``x``, ``y`` not given in [priors] are still "from data": call
+        :func:`resolve_data_priors` once the observation is loaded.
+
+    Raises
+    ------
+    ConfigError
+        Missing or unreadable file, invalid TOML, or any bad key (one line naming ``section.key``).
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: configuration file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: invalid TOML: {e}") from None
+    return config_from_dict(raw, base_dir=p.resolve().parent, source=str(p.resolve()), check_files=check_files)
+
+
+def channel_velocities_kms(chan_freq_hz, rest_freq_hz):
+    """Radio-definition velocities ``v = c (1 - f / f0)`` [km/s] of channel frequencies [Hz]."""
+    f = np.asarray(chan_freq_hz, dtype=np.float64)
+    return C_KMS * (1.0 - f / float(rest_freq_hz))
+
+
+def resolve_data_priors(cfg, *, chan_velocity_kms=None, chan_freq_hz=None, field_arcsec=None):
+    """Fill in the "from data" ranges of ``systemic_velocity``, ``x``, ``y``; check given ones.
+
+    Parameters
+    ----------
+    cfg : FitConfig
+    chan_velocity_kms : array (n_chan,), optional
+        Channel-centre velocities [km/s]. Or give
+    chan_freq_hz : array (n_chan,), optional
+        channel-centre frequencies [Hz] (the observation's ``chan_freq``), converted with
+        ``cfg.data.rest_freq_hz`` by the radio definition.
+    field_arcsec : float, optional
+        Side of the field [arcsec] (default ``cfg.model.n_pix * cfg.model.cell_arcsec``).
+
+    Returns
+    -------
+    FitConfig
+        A copy with ``systemic_velocity`` in [min, max] of the channel-centre velocities (band
+        centre +- half the band) and ``x``, ``y`` in +- half the field, source ``"data"``.
+        Priors given in the file are kept.
+
+    Raises
+    ------
+    ConfigError
+        A given ``systemic_velocity`` prior (range or value) entirely outside the band, or
+        ``x``/``y`` outside +- half the field; fewer than 2 channels.
+    """
+    if (chan_velocity_kms is None) == (chan_freq_hz is None):
+        raise TypeError("give exactly one of chan_velocity_kms [km/s] or chan_freq_hz [Hz]")
+    v = (np.asarray(chan_velocity_kms, dtype=np.float64) if chan_velocity_kms is not None
+         else channel_velocities_kms(chan_freq_hz, cfg.data.rest_freq_hz))
+    if v.ndim != 1 or v.size < 2 or not np.all(np.isfinite(v)):
+        raise ConfigError(f"data.path: expects at least 2 channels with finite velocities, got {v.size}")
+    vlo, vhi = float(v.min()), float(v.max())
+    half = (cfg.field_arcsec if field_arcsec is None else float(field_arcsec)) / 2.0
+    data_range = {"systemic_velocity": (vlo, vhi), "x": (-half, half), "y": (-half, half)}
+    entries = []
+    for p in cfg.priors.entries:
+        if p.name in data_range:
+            lo, hi = data_range[p.name]
+            if p.kind == "from_data":
+                p = Prior(p.name, low=lo, high=hi, source="data")
+            else:
+                a, b = (p.value, p.value) if p.kind == "fixed" else (p.low, p.high)
+                unit = _unit(p.name)
+                if p.name == "systemic_velocity" and (b < lo or a > hi):
+                    raise ConfigError(f"priors.systemic_velocity: expects values overlapping the band "
+                                      f"[{lo:.6g}, {hi:.6g}] km/s (rest frequency {cfg.data.rest_freq_hz:.6g} Hz), "
+                                      f"got {a:.6g}..{b:.6g}")
+                if p.name != "systemic_velocity" and (a < lo - 1e-12 or b > hi + 1e-12):
+                    raise ConfigError(f"priors.{p.name}: expects values inside the field +-{half:g} {unit}, "
+                                      f"got {a:g}..{b:g}")
+        entries.append(p)
+    return dataclasses.replace(cfg, priors=PriorsConfig(tuple(entries)))

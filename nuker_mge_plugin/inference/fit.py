@@ -1,0 +1,244 @@
+"""``nuker-mge fit``: a configuration in, a black-hole mass (and everything behind it) out.
+
+The stages, each a call into one module (seed paper sections 2.2-2.3, appendix C):
+
+1. data: the observation ``.npz`` (observation.py), gridded onto the model's uv grid with a
+   Kaiser-Bessel window and a per-cell noise estimate (dynamics/gridder.py);
+2. model: Table-1 parameters -> Nuker MGE -> v_c -> gas cube -> primary beam -> the exact
+   window average of each usable cell (forward.py, dynamics/visibilities.GriddedModel);
+3. likelihood (likelihood.py) and uniform priors through a sigmoid bijection (parameters.py);
+4. MAP from several prior draws (optimize.py);
+5. the empirical Fisher matrix at the MAP as the first mass matrix (fisher.py);
+6. MALA: burn-in stages that recompute the Fisher matrix at the best point so far, a step-size
+   stage aiming at acceptance 0.574, then sampling, with atomic checkpoints and bitwise resume
+   (mala.py);
+7. results: posterior.nc (ArviZ), summary.json, figures (results.py, plots.py).
+"""
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..dynamics.coords import SkyGrid
+from ..dynamics.gridder import grid_visibilities
+from ..dynamics.visibilities import GriddedModel, alma_pb_fwhm_arcsec
+from ..observation import load_observation
+from .config import resolve_data_priors
+from .fisher import empirical_fisher
+from .forward import NukerDiscModel
+from .likelihood import GriddedLikelihood
+from .mala import MALASchedule, run_mala
+from .optimize import find_map
+from .parameters import ParameterSpace
+
+__all__ = ["FitProblem", "build_problem", "run_fit"]
+
+
+@dataclass
+class FitProblem:
+    """Everything a fit evaluates: data on the cells, the forward model, likelihood and priors."""
+
+    config: object
+    observation: dict
+    gridded: object
+    cells: GriddedModel
+    model: NukerDiscModel
+    likelihood: GriddedLikelihood
+    space: ParameterSpace
+    truth: dict
+
+    # ------------------------------------------------------------ densities in the sampler's space
+    def params(self, z):
+        """All 15 Table-1 parameters as (B,) tensors for unconstrained ``z`` (B, d)."""
+        return self.space.unconstrained_dict(z)
+
+    def model_cells(self, z):
+        """Complex model (B, n_cells) [Jy] at unconstrained ``z`` (B, d)."""
+        return self.model(self.params(z))
+
+    def log_prob(self, z):
+        """Log-posterior (B,) [nats] in the unconstrained space (log-Jacobian included)."""
+        return self.likelihood(self.model_cells(z)) + self.space.log_prior_unconstrained(z)
+
+    def logp_and_grad(self, z):
+        """``(logp (C,), grad (C, d))`` for MALA, one batched forward and backward."""
+        with torch.enable_grad():
+            z = z.detach().requires_grad_(True)
+            lp = self.log_prob(z)
+            (grad,) = torch.autograd.grad(lp.sum(), z)
+        return lp.detach(), grad
+
+    def residuals(self, z):
+        """Whitened residuals (2 n_cells,) at one point ``z`` (d,): the Fisher matrix's J^T J."""
+        return self.likelihood.whitened_residuals(self.model_cells(z.unsqueeze(0)))[0]
+
+    def chi2_per_cell(self, z):
+        """Mean |V - M|^2 / (2 s^2) over the cells at one point ``z`` (d,)."""
+        with torch.no_grad():
+            return float(self.likelihood.chi2(self.model_cells(z.unsqueeze(0)))[0].mean())
+
+    def fisher(self, z):
+        """Empirical Fisher result (fisher.FisherResult) at ``z`` (d,), ridge from the configuration."""
+        s = self.config.sampler
+        return empirical_fisher(self.residuals, z.detach(), ridge_frac=s.ridge_frac, ridge_min=s.ridge_min,
+                                prior_precision=self.space.prior_precision_unconstrained(z.detach()[None])[0],
+                                method="reverse")
+
+
+def build_problem(cfg, *, progress=True):
+    """Read and grid the data, and build the model, likelihood and priors of a :class:`FitConfig`."""
+    obs = load_observation(cfg.data.path)
+    dtype = torch.float64 if cfg.sampler.dtype == "float64" else torch.float32
+    device = torch.device(cfg.sampler.device)
+    grid = SkyGrid(cfg.model.n_pix, cfg.model.n_pix, cfg.model.cell_arcsec)
+    n_chan = obs["chan_freq"].size
+    gv = grid_visibilities(obs["u"], obs["v"], obs["vis"], obs["weight"], obs["chan"], grid, n_chan,
+                           **cfg.gridding.kwargs())
+    pb = grid.primary_beam(alma_pb_fwhm_arcsec(obs["chan_freq"])) if cfg.model.primary_beam else None
+    cells = GriddedModel(gv, grid, pb=pb).to(device)
+    like = GriddedLikelihood(cells.vis, cells.sigma, cells.n_eff, kind=cfg.likelihood.kind,
+                             sigma_scale=cfg.likelihood.sigma_scale or 2.0).to(device)
+    model = NukerDiscModel(grid, obs["chan_freq"], cfg.data.rest_freq_hz, cfg.galaxy.distance_mpc,
+                           cell_model=cells, backend=cfg.model.backend, nsub=cfg.model.nsub, dtype=dtype,
+                           device=device)
+    cfg = resolve_data_priors(cfg, chan_freq_hz=obs["chan_freq"], field_arcsec=grid.n_x * grid.cell_arcsec)
+    space = ParameterSpace(cfg.priors.spec())
+    truth = dict(obs["meta"].get("truth", {}))
+    return FitProblem(cfg, obs, gv, cells, model, like, space, truth)
+
+
+def _schedule(s):
+    if s.step_sizes:
+        steps = tuple(s.step_sizes)
+    else:
+        steps = tuple(float(x) for x in np.geomspace(0.5, 2.0, s.n_step_trials))
+    return MALASchedule(burn_in=(s.burn_in_steps,) * s.burn_in_stages, step_sizes=steps,
+                        step_size_steps=s.step_trial_steps, n_draws=s.draws, thin=s.thin,
+                        target_accept=s.target_acceptance)
+
+
+def _atomic_json(path, obj):
+    tmp = f"{path}.part"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def run_fit(cfg, out_dir=None, *, resume=False, progress=True, log=print):
+    """Run the whole fit of a :class:`FitConfig`; returns the summary dict (also ``summary.json``).
+
+    ``out_dir`` defaults to the configuration's ``output.dir``. With ``resume=True`` a killed run
+    continues from its checkpoints (the MAP and first Fisher matrix are read back, the chains
+    continue bitwise as if never stopped); without it an existing run in ``out_dir`` is an error.
+    """
+    t0 = time.perf_counter()
+    out = Path(out_dir if out_dir is not None else cfg.output.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_default_dtype(torch.float64)
+    prob = build_problem(cfg, progress=progress)
+    cfg, space = prob.config, prob.space
+    rep = prob.gridded.report
+    log(f"data: {rep['n_input']} visibilities in {rep['n_chan']} channels -> {prob.cells.n_cells} usable cells "
+        f"({rep['cells_grown']} with grown windows) on a {cfg.model.n_pix}^2 x {cfg.model.cell_arcsec:g}\" grid")
+    log(f"free parameters ({space.n_free}): {', '.join(space.free_names)}")
+    dev, dt = prob.model.device, prob.model.dtype
+    gen = torch.Generator().manual_seed(cfg.sampler.seed)
+
+    map_path = out / "map.json"
+    if resume and map_path.exists():
+        m = json.loads(map_path.read_text())
+        z_map = torch.tensor(m["z"], dtype=dt, device=dev)
+        log(f"MAP (read back): log-posterior {m['log_prob']:.6g}")
+    else:
+        z0 = space.sample_prior(cfg.map.n_starts, gen, unconstrained=True).to(dev, dt)
+        m = find_map(prob.log_prob, z0, adam_steps=cfg.map.adam_steps, adam_lr=cfg.map.adam_lr,
+                     lbfgs_steps=cfg.map.lbfgs_steps, progress=progress)
+        z_map = m["z"]
+        m = dict(z=z_map.tolist(), log_prob=m["log_prob"], chi2_per_cell=prob.chi2_per_cell(z_map),
+                 theta={k: float(v) for k, v in zip(space.free_names, space.constrain(z_map[None])[0])},
+                 n_evals=m["n_evals"], wall_time_s=m["wall_time_s"])
+        _atomic_json(map_path, m)
+        log(f"MAP: log-posterior {m['log_prob']:.6g}, chi^2/cell {m['chi2_per_cell']:.4f} "
+            f"({m['n_evals']} evaluations, {m['wall_time_s']:.0f} s)")
+
+    fish = prob.fisher(z_map)
+    C = cfg.sampler.chains
+    # chains start around the MAP, dispersed by a fraction of the Fisher width (R-hat needs it)
+    xi = torch.randn((C, space.n_free), generator=gen, dtype=torch.float64).to(dev, dt)
+    z_start = z_map[None] + 0.5 * xi @ torch.as_tensor(fish.cholesky, dtype=dt, device=dev).T
+    res = run_mala(prob.logp_and_grad, z_start, schedule=_schedule(cfg.sampler),
+                   mass_matrix=torch.as_tensor(fish.covariance, dtype=dt, device=dev),
+                   mass_matrix_fn=lambda zb: prob.fisher(torch.as_tensor(zb, dtype=dt, device=dev)),
+                   transform=space.constrain, names=space.free_names, seed=cfg.sampler.seed,
+                   checkpoint_dir=out / "chains", checkpoint_every=cfg.sampler.checkpoint_every, resume=resume,
+                   progress=progress)
+    return write_fit_results(prob, res, out, map_info=m, wall_time_s=time.perf_counter() - t0, log=log)
+
+
+def _vcirc_fn(prob, with_bh=True):
+    def fn(thinned, radius_arcsec):
+        theta = torch.stack([torch.as_tensor(np.asarray(thinned[n]), dtype=prob.model.dtype)
+                             for n in prob.space.free_names], dim=-1).to(prob.model.device)
+        with torch.no_grad():
+            return prob.model.vcirc(prob.space.to_dict(theta), radius_arcsec, with_bh=with_bh).cpu().numpy()
+    return fn
+
+
+def _fmt(x, spec):
+    """A number in ``spec``, or "n/a" for the None that summary.json holds for non-finite values."""
+    return "n/a" if x is None else format(x, spec)
+
+
+def write_fit_results(prob, res, out, *, map_info, wall_time_s, log=print):
+    """posterior.nc, summary.json, figures; prints log10 M_BH with its 68% interval beside the truth."""
+    from .plots import dirty_image
+    from .results import write_results
+
+    cfg, space = prob.config, prob.space
+    draws = res.draws()
+    radius = cfg.vcirc_radius_arcsec()
+    # model at the posterior median, for the data / model / residual maps
+    med = torch.as_tensor([float(np.median(draws[n])) for n in space.free_names], dtype=prob.model.dtype,
+                          device=prob.model.device)
+    with torch.no_grad():
+        m = prob.model(space.to_dict(med[None]))[0].cpu().numpy()
+    d = prob.cells.vis.cpu().numpy()
+    idx = prob.cells.cell_index.cpu().numpy()
+    nu, nv = prob.gridded.grid.shape
+    n_chan = prob.cells.n_chan
+    w = 1.0 / prob.cells.sigma.cpu().numpy() ** 2
+    maps = dict(data=dirty_image(d, idx, (nu, nv), n_chan, weights=w),
+                model=dirty_image(m, idx, (nu, nv), n_chan, weights=w),
+                residual=dirty_image(d - m, idx, (nu, nv), n_chan, weights=w),
+                velocity_kms=prob.model.axis["vel_kms"], cell_arcsec=cfg.model.cell_arcsec)
+    thin = {k: np.asarray(v).reshape(-1)[:: max(1, np.asarray(v).size // 200)] for k, v in draws.items()}
+    comps = dict(stars=_vcirc_fn(prob, with_bh=False)(thin, radius))
+    truth = {k: v for k, v in prob.truth.items() if k in space.free_names} or None
+    extra = dict(map=map_info, gridding=prob.gridded.report, n_cells=prob.cells.n_cells,
+                 likelihood=cfg.likelihood.kind, backend=cfg.model.backend, device=str(prob.model.device),
+                 n_grad_evals=int(res.n_grad_evals), nonfinite_proposals=int(res.n_nonfinite_total),
+                 step_size=float(res.step_size))
+    paths = write_results(out, draws, res.sample_stats(), priors=space.bounds, vcirc=_vcirc_fn(prob),
+                          radius_arcsec=radius, vcirc_components=comps, truth=truth, wall_time_s=wall_time_s,
+                          traces=res.traces(), maps=maps, config=cfg, figures=cfg.output.figures, extra=extra,
+                          vcirc_draws=cfg.output.vcirc_draws, seed=cfg.sampler.seed,
+                          distance_mpc=cfg.galaxy.distance_mpc)
+    s = paths["summary_dict"]
+    p = s["parameters"].get("log10_mbh")
+    if p is not None:
+        lo, hi = p["hdi_68"]
+        line = (f"log10 M_BH = {p['median']:.3f} (68% HDI {lo:.3f} - {hi:.3f}), R-hat {_fmt(p['r_hat'], '.3f')}, "
+                f"bulk ESS {_fmt(p['ess_bulk'], '.0f')}")
+        if truth and "log10_mbh" in truth:
+            line += f"; truth {truth['log10_mbh']:.3f} ({(p['median'] - truth['log10_mbh']) / p['std']:+.1f} sigma)"
+        log(line)
+    dg = s["diagnostics"]
+    log(f"max R-hat {_fmt(dg['max_r_hat'], '.3f')}, min bulk ESS {_fmt(dg['min_ess_bulk'], '.0f')}, "
+        f"acceptance {_fmt(s['acceptance'], '.3f')}, wall time {wall_time_s:.0f} s; wrote {out}")
+    return s
