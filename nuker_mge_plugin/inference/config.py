@@ -59,6 +59,8 @@ import numpy as np
 from ..basis import pc_per_arcsec
 from ..constants import C_KMS, CO21_REST_HZ
 from ..nuker import ALPHA_RANGE, BETA_MINUS_GAMMA_RANGE, GAMMA_RANGE, R_B_PC_RANGE
+from .parameters import DATA_RANGE_NAMES, DOMAINS, PARAMETER_NAMES, UNITS
+from .parameters import TABLE1 as _P_TABLE1
 
 __all__ = ["ConfigError", "TABLE1", "DATA_PRIOR_NAMES", "Prior", "DataConfig", "GalaxyConfig", "ModelConfig",
            "GriddingConfig", "LikelihoodConfig", "PriorsConfig", "MapConfig", "SamplerConfig", "OutputConfig",
@@ -69,50 +71,37 @@ class ConfigError(ValueError):
     """A bad configuration: one line naming the key (``section.key``) and what it expects."""
 
 
-#: Seed paper Table 1 (Appendix B): ``name -> (low, high, unit, description)``, in the canonical
-#: parameter order. ``systemic_velocity``, ``x``, ``y`` are NGC 4697's; the fit defaults them from
-#: the data instead (:data:`DATA_PRIOR_NAMES`).
-TABLE1 = {
-    "scale_length": (0.0, 10.0, "arcsec", "exponential scale length of the gas surface brightness"),
-    "log10_mbh": (6.0, 9.79934, "log10 Msun", "log10 black-hole mass, (1e6, 6.3e9) Msun"),
-    "inclination": (72.0, 89.0, "deg", "disc inclination (90 = edge-on)"),
-    "qintr": (0.1, 1.0, "", "intrinsic axis ratio of the stellar distribution"),
-    "alpha": (0.1, 10.0, "", "Nuker break sharpness"),
-    "gamma_minus_beta": (-3.0, -0.3, "", "Nuker inner minus outer slope (gamma - beta)"),
-    "gamma": (0.001, 1.2, "", "Nuker inner slope"),
-    "break_r": (0.41, 5.0, "arcsec", "Nuker break radius"),
-    "intensity_rb": (1.0, 5.0, "log10 Msun/pc^2", "log10 stellar surface mass density at the break radius"),
-    "pa": (0.0, 359.9, "deg", "kinematic position angle, North through East to the receding side"),
-    "line_broadening": (0.1, 30.0, "km/s", "gas velocity dispersion"),
-    "systemic_velocity": (1220.0, 1260.0, "km/s", "systemic velocity (radio definition)"),
-    "x": (-1.0, 1.0, "arcsec", "disc centre offset from the phase centre, +x West (package convention)"),
-    "y": (-1.0, 1.0, "arcsec", "disc centre offset from the phase centre, +y North"),
-    "flux": (1.0, 50.0, "Jy km/s", "integrated line flux"),
+#: One-line descriptions of the 15 parameters (ranges and units live in parameters.py).
+_DESCRIPTIONS = {
+    "scale_length": "exponential scale length of the gas surface brightness",
+    "log10_mbh": "log10 black-hole mass, (1e6, 6.3e9) Msun",
+    "inclination": "disc inclination (90 = edge-on)",
+    "qintr": "intrinsic axis ratio of the stellar distribution",
+    "alpha": "Nuker break sharpness",
+    "gamma_minus_beta": "Nuker inner minus outer slope (gamma - beta)",
+    "gamma": "Nuker inner slope",
+    "break_r": "Nuker break radius",
+    "intensity_rb": "log10 stellar surface mass density at the break radius",
+    "pa": "kinematic position angle, North through East to the receding side",
+    "line_broadening": "gas velocity dispersion",
+    "systemic_velocity": "systemic velocity (radio definition)",
+    "x": "disc centre offset from the phase centre, +x West (package convention)",
+    "y": "disc centre offset from the phase centre, +y North",
+    "flux": "integrated line flux",
 }
 
+#: Seed paper Table 1 (Appendix B): ``name -> (low, high, unit, description)``, in the canonical
+#: parameter order, built from parameters.py's ranges and units. ``systemic_velocity``, ``x``, ``y``
+#: are NGC 4697's; the fit defaults them from the data instead (:data:`DATA_PRIOR_NAMES`).
+TABLE1 = {n: (*_P_TABLE1[n], UNITS[n], _DESCRIPTIONS[n]) for n in PARAMETER_NAMES}
+
 #: Parameters whose default range comes from the data, not from Table 1.
-DATA_PRIOR_NAMES = ("systemic_velocity", "x", "y")
+DATA_PRIOR_NAMES = DATA_RANGE_NAMES
 
 _INF = math.inf
 # Physical domain (low, high, low_closed, high_closed): a fixed value lies inside, a range inside
-# the closure. Same table as inference/parameters.py's DOMAINS.
-_DOMAIN = {
-    "scale_length": (0.0, _INF, False, False),
-    "log10_mbh": (-_INF, _INF, False, False),
-    "inclination": (0.0, 90.0, False, False),
-    "qintr": (0.0, 1.0, False, True),
-    "alpha": (0.0, _INF, False, False),
-    "gamma_minus_beta": (-_INF, 0.0, False, False),
-    "gamma": (0.0, 2.0, True, False),
-    "break_r": (0.0, _INF, False, False),
-    "intensity_rb": (-_INF, _INF, False, False),
-    "pa": (-_INF, _INF, False, False),
-    "line_broadening": (0.0, _INF, False, False),
-    "systemic_velocity": (-_INF, _INF, False, False),
-    "x": (-_INF, _INF, False, False),
-    "y": (-_INF, _INF, False, False),
-    "flux": (0.0, _INF, False, False),
-}
+# the closure.
+_DOMAIN = DOMAINS
 _FROM_DATA = "from_data"
 
 
