@@ -1,4 +1,7 @@
-"""Model visibilities: FFT on the uv grid against a direct Fourier sum; conventions; gradients."""
+"""Model visibilities: FFT on the uv grid against a direct Fourier sum; conventions; gradients.
+
+The gridded-cell model (GriddedModel) is tested in tests/test_gridded_model.py.
+"""
 
 import math
 
@@ -6,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from nuker_mge_plugin.dynamics.coords import SkyGrid
 from nuker_mge_plugin.dynamics.cube import model_cube
 from nuker_mge_plugin.dynamics.visibilities import (ARCSEC_RAD, UVGrid, alma_pb_fwhm_arcsec, cube_to_vis,
                                                     direct_ft, primary_beam)
@@ -86,28 +90,21 @@ def test_gradients_and_float32():
     np.testing.assert_allclose(v0.real.numpy(), c.detach().sum((0, 1)).numpy(), rtol=1e-12)
 
 
-def test_uv_moment_correction():
-    """Model at the weighted mean of V over sample offsets, to second order, for an offset point."""
-    X = Y = 32
-    cell = 0.2
-    cube = np.zeros((X, Y, 1))
-    cube[X // 2 - 3, Y // 2 + 4, 0] = 1.0
-    g = UVGrid.from_image(X, Y, cell)
-    rng = np.random.default_rng(0)
-    off = rng.uniform(-0.5, 0.5, (6, 2)) * [g.du, g.dv]  # the same 6 offsets in every cell
-    wts = rng.uniform(0.5, 1.5, 6)
-    mom = np.array([np.average(q, weights=wts) for q in (off[:, 0], off[:, 1], off[:, 0] ** 2,
-                                                        off[:, 0] * off[:, 1], off[:, 1] ** 2)])
-    U, V = np.meshgrid(g.u, g.v, indexing="ij")
-    uu = U.ravel()[:, None] + off[None, :, 0]
-    vv = V.ravel()[:, None] + off[None, :, 1]
-    exact = direct_ft(cube, cell, uu.ravel(), vv.ravel()).reshape(-1, 6) @ wts / wts.sum()
-    mo = torch.tensor(np.broadcast_to(mom, (1, X, Y, 5)).copy())
-    got = cube_to_vis(torch.tensor(cube), cell, uv_moments=mo).numpy().ravel()
-    plain = cube_to_vis(torch.tensor(cube), cell).numpy().ravel()
-    x = 2 * np.pi * 5 * cell * ARCSEC_RAD * 0.5 * g.du  # phase over half a cell at the source offset
-    assert np.abs(got - exact).max() < x**3  # third-order remainder
-    assert np.abs(plain - exact).max() > 10 * np.abs(got - exact).max()
+def test_skygrid_and_cell_size_agree():
+    """cube_to_vis / direct_ft take the SkyGrid (the one owner of the conventions) or a cell size."""
+    X, Y = 15, 12
+    sky = SkyGrid(X, Y, 0.3)
+    c = torch.rand(X, Y, 2, dtype=torch.float64)
+    np.testing.assert_array_equal(cube_to_vis(c, sky).numpy(), cube_to_vis(c, 0.3).numpy())
+    np.testing.assert_array_equal(cube_to_vis(c, cellSize=0.3).numpy(), cube_to_vis(c, 0.3).numpy())
+    with pytest.raises(TypeError, match="not both"):
+        cube_to_vis(c, sky, cellSize=0.3)
+    u, v = _grid_uv(sky.uv)
+    np.testing.assert_array_equal(direct_ft(c, sky, u, v), direct_ft(c, 0.3, u, v))
+    with pytest.raises(ValueError, match="SkyGrid of"):
+        cube_to_vis(c, SkyGrid(X + 1, Y, 0.3))
+    with pytest.raises(TypeError, match="SkyGrid or a cell size"):
+        cube_to_vis(c, "0.3")
 
 
 def test_bad_input_and_pb():

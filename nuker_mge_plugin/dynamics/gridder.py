@@ -1,8 +1,8 @@
 """Kaiser-Bessel gridding of raw visibilities with a per-cell noise estimate (seed paper, sec. 2.2.1).
 
 Input: raw visibilities ``u, v`` [wavelengths], complex ``vis`` [Jy], ``weight`` [1/Jy^2, relative
-is enough], integer ``chan``; output on the cells of :class:`~.visibilities.UVGrid` (the grid of the
-model, ``cube_to_vis``), per channel:
+is enough], integer ``chan``; output on the cells of a :class:`~.coords.UVGrid` (the uv grid of the
+model image's :class:`~.coords.SkyGrid`; conventions in coords.py), per channel:
 
 * ``vis``: the KB-weighted mean ``sum(a_i V_i) / sum(a_i)``, ``a_i = weight_i K(du_i) K(dv_i)``, where
   ``K`` is a Kaiser-Bessel window of half-width ``h`` cells centred on the cell;
@@ -26,8 +26,8 @@ What it does about the pitfalls (DESIGN.md):
   without overlap: each sample enters exactly one cell and cells are independent. Grown windows (and
   ``width > 1``) share samples with neighbouring cells, which a likelihood treating cells as
   independent over-counts; the report gives the number of grown cells and ``overlap_factor`` =
-  (sample-cell uses) / (samples used), 1 when there is no overlap. Mask grown cells (``halfwidth >
-  width / 2``) for strict independence.
+  (sample-cell uses) / (samples used), 1 when there is no overlap. Leave grown cells out
+  (``GriddedModel(..., select=gv.halfwidth <= width / 2)``) for strict independence.
 * **Noisy sigma.** ``n_vis`` and Kish's ``n_eff = (sum a)^2 / sum a^2`` are returned so that the
   likelihood can use a Student-t with ``n_eff - 1`` degrees of freedom or inflate sigma (the paper
   uses a Gaussian with 2 sigma).
@@ -36,15 +36,26 @@ What it does about the pitfalls (DESIGN.md):
   counted in ``report``. Channels without any usable cell are reported and warned about.
 * **Window averaging.** A gridded value is a weighted average of V over the samples of a window,
   not V at the cell centre; for a source at angular distance l from the phase centre the two differ
-  at order (2 pi l delta)^2, delta the sample offsets (~1% for a source 1" off-centre in a 12.8"
-  field). ``uv_moments`` holds the first and second weighted moments of the offsets; passing them to
-  ``cube_to_vis(..., uv_moments=...)`` evaluates the model at the same weighted average to second
-  order (tests/test_mock.py: chi^2 per cell drops from ~1.8 to ~1). Grown windows (offsets up to
-  ``max_halfwidth`` cells) are beyond a second-order expansion for extended sources: keep the
-  field several times the source, or mask grown cells. Signal varying across a window also adds
-  to the scatter and inflates ``sigma`` slightly.
+  at order 2 pi l delta, delta the sample offsets (grown windows reach 2.5 cells). ``samples``
+  records, for every usable cell, the (u, v) at which each of its samples was used (conjugates at
+  ``(-u, -v)``) and its normalised weight ``a_i / sum(a)``: the model of the cell is the same
+  weighted average of the model visibilities, ``sum_i w_i V_model(u_i, v_i)``, which
+  :class:`~.visibilities.GriddedModel` evaluates exactly (NUFFT-style degridding).
+* **Signal in the scatter.** Signal varying across a window adds to the sample variance: ``sigma``
+  is inflated wherever the phase of the signal turns across the window, i.e. for bright emission
+  far from the phase centre in grown windows (validation/gridded_model_accuracy.py: a 1 Jy point
+  5" off-centre in a 12.8" field with 0.05 Jy noise per visibility gets ``sigma`` 3-4 times the
+  true noise in grown cells; at the phase centre the estimate is unbiased). A fit then weights
+  those cells too little (conservative, never over-confident).
 
-Memory is linear in the number of visibilities: they are processed in chunks of ``chunk`` rows.
+What a likelihood may assume: the noise of one cell is that of a weighted mean of its samples
+(Gaussian, variance ``sigma^2`` per component, estimated from ``n_eff`` samples: Student-t). Cells
+that share no sample (all cells when no window grew and ``width <= 1``) are independent; cells
+whose windows overlap (``halfwidth > width / 2``) share samples and are positively correlated,
+which a likelihood treating all cells as independent over-counts by up to ``overlap_factor``.
+
+Memory is linear in the number of visibilities: they are processed in chunks of ``chunk`` rows;
+``samples`` holds 24 bytes per sample-cell use (``report["n_pairs"]``).
 """
 
 import math
@@ -55,67 +66,55 @@ import numpy as np
 import torch
 from scipy.special import i0
 
-from .visibilities import UVGrid
+from ..observation import check_visibilities
+from .coords import SkyGrid, UVGrid
 
-__all__ = ["kaiser_bessel", "GriddedVis", "grid_visibilities", "check_visibilities"]
+__all__ = ["kaiser_bessel", "CellSamples", "GriddedVis", "grid_visibilities", "check_visibilities"]
 
 
 def kaiser_bessel(x, beta):
-    """KB window at x = offset / half-width (|x| <= 1), unit peak; 0 outside."""
+    """Kaiser-Bessel window ``I0(beta sqrt(1 - x^2)) / I0(beta)`` (unit peak; 0 for ``|x| >= 1``).
+
+    Parameters
+    ----------
+    x : array_like
+        Offset divided by the window half-width [dimensionless].
+    beta : float
+        Shape parameter (larger = narrower), >= 0.
+
+    Returns
+    -------
+    numpy.ndarray (float64), the shape of ``x``.
+    """
     x = np.asarray(x, dtype=np.float64)
     arg = 1.0 - x * x
     out = np.where(arg > 0, i0(beta * np.sqrt(np.clip(arg, 0, None))) / i0(beta), 0.0)
     return out
 
 
-def check_visibilities(u, v, vis, weight, chan=None, n_chan=None):
-    """Validate raw visibility arrays; returns them as float64/complex128/int64 1-D numpy arrays.
+@dataclass(frozen=True)
+class CellSamples:
+    """The samples behind each usable cell, in the order of ``np.flatnonzero(GriddedVis.mask)``.
 
-    Raises ValueError naming exactly what is wrong (row counts of non-finite values, non-positive
-    weights, shape mismatches, channels out of range). Nothing is dropped silently.
+    Samples of cell ``c`` are ``ptr[c]:ptr[c + 1]``; ``u, v`` [wavelengths] are where the sample was
+    used (a conjugated visibility at ``(-u, -v)``), ``weight`` its normalised KB weight
+    ``a_i / sum(a)`` (summing to 1 over each cell). A visibility enters several cells when windows
+    overlap. The model of cell ``c`` is ``sum_i weight_i V_model(u_i, v_i)``.
     """
-    u = np.asarray(u)
-    v = np.asarray(v)
-    vis = np.asarray(vis)
-    weight = np.asarray(weight)
-    arrs = {"u": u, "v": v, "vis": vis, "weight": weight}
-    if chan is not None:
-        arrs["chan"] = np.asarray(chan)
-    for k, a in arrs.items():
-        if a.ndim != 1:
-            raise ValueError(f"{k} must be 1-D (one row per visibility), got shape {a.shape}")
-    n = {k: a.shape[0] for k, a in arrs.items()}
-    if len(set(n.values())) != 1:
-        raise ValueError(f"row counts differ: {n}")
-    if not np.iscomplexobj(vis):
-        raise ValueError(f"vis must be complex, got dtype {vis.dtype}")
-    for k in ("u", "v", "weight"):
-        if not np.issubdtype(arrs[k].dtype, np.floating) and not np.issubdtype(arrs[k].dtype, np.integer):
-            raise ValueError(f"{k} must be real numbers, got dtype {arrs[k].dtype}")
-    N = u.shape[0]
-    probs = []
-    for k, a in (("u", u), ("v", v), ("vis", vis), ("weight", weight)):
-        bad = int((~np.isfinite(a)).sum())
-        if bad:
-            probs.append(f"{bad} of {N} rows have non-finite {k}")
-    nonpos = int((np.isfinite(weight) & (weight <= 0)).sum())
-    if nonpos:
-        probs.append(f"{nonpos} of {N} rows have weight <= 0")
-    if chan is not None:
-        c = arrs["chan"]
-        if not np.issubdtype(c.dtype, np.integer):
-            if not np.all(np.isfinite(c)) or np.any(c != np.round(c)):
-                probs.append("chan must hold integer channel indices")
-            c = np.nan_to_num(c).astype(np.int64)
-        if n_chan is not None:
-            out = int(((c < 0) | (c >= n_chan)).sum())
-            if out:
-                probs.append(f"{out} of {N} rows have chan outside [0, {n_chan})")
-        chan = c.astype(np.int64)
-    if probs:
-        raise ValueError("bad visibilities: " + "; ".join(probs))
-    return (u.astype(np.float64), v.astype(np.float64), vis.astype(np.complex128), weight.astype(np.float64),
-            chan)
+
+    ptr: np.ndarray  # (n_cells + 1,) int64
+    u: np.ndarray  # (n_pairs,) float64 [wavelengths]
+    v: np.ndarray  # (n_pairs,) float64 [wavelengths]
+    weight: np.ndarray  # (n_pairs,) float64, sums to 1 per cell
+
+    @property
+    def n_cells(self):
+        return len(self.ptr) - 1
+
+    @property
+    def counts(self):
+        """Samples per cell, (n_cells,) int64."""
+        return np.diff(self.ptr)
 
 
 @dataclass
@@ -125,10 +124,10 @@ class GriddedVis:
     vis [Jy] complex (NaN where no sample; also defined in masked cells that had samples, but use
     ``mask``); sigma [Jy] per real/imag component (NaN where masked);
     mask: usable cells; n_vis: samples in each cell's window; n_eff: Kish effective sample size;
-    halfwidth [cells]: final window half-width; uv_moments (n_chan, nu, nv, 5): KB-weighted mean of
-    the sample offsets from the cell centre (du, dv [wavelengths], du^2, du dv, dv^2 [wavelengths^2]),
-    for ``cube_to_vis(..., uv_moments=...)`` to evaluate the model at the same weighted average
-    (NaN where masked); report: counts (see grid_visibilities).
+    halfwidth [cells]: final window half-width; samples: :class:`CellSamples` of the usable cells
+    (what :class:`~.visibilities.GriddedModel` needs to model each cell exactly); sky: the
+    :class:`~.coords.SkyGrid` given to the gridder, or None when a bare UVGrid was given;
+    report: counts (see grid_visibilities).
     """
 
     grid: UVGrid
@@ -138,8 +137,13 @@ class GriddedVis:
     n_vis: np.ndarray
     n_eff: np.ndarray
     halfwidth: np.ndarray
-    uv_moments: np.ndarray = None
+    samples: CellSamples = None
+    sky: SkyGrid = None
     report: dict = field(default_factory=dict)
+
+    @property
+    def n_chan(self):
+        return self.vis.shape[0]
 
     def to_torch(self, dtype=torch.float64, device=None):
         """(vis complex, sigma real, mask bool) tensors; masked vis/sigma are NaN -- select with mask."""
@@ -159,19 +163,43 @@ def _samples(u, v, vis, w, ch, grid):
 
 def grid_visibilities(u, v, vis, weight, chan, grid, n_chan, *, width=1.0, beta=2.0, min_count=5,
                       max_halfwidth=2.5, grow_step=0.5, chunk=200_000):
-    """Grid raw visibilities onto ``grid`` (a :class:`UVGrid`) for ``n_chan`` channels.
+    """Grid raw visibilities onto the uv cells of ``grid`` for ``n_chan`` channels.
 
-    u, v [wavelengths], vis [Jy] complex, weight [relative, > 0], chan [int in 0..n_chan-1]: 1-D,
-    one row per visibility. width [cells]: KB window full width (default 1: no overlap); beta: KB
-    shape; min_count: samples needed in a window; max_halfwidth, grow_step [cells]: window growth.
-    Returns :class:`GriddedVis`. ``report`` counts: n_input, n_used (visibilities entering at least
-    one cell, conjugates included once), n_unused (the rest: in the zero-spacing cell, beyond the grid,
-    or zero KB weight -- counted, not silently dropped), cells_half_plane, cells_usable, cells_grown,
-    cells_too_few (had samples but < min_count at the largest window), cells_empty,
-    cells_bad_sigma (zero/non-finite variance), overlap_factor, usable_cells_per_channel.
+    Parameters
+    ----------
+    u, v : (n,) array [wavelengths]
+    vis : (n,) complex array [Jy]
+    weight : (n,) array, > 0 [1/Jy^2; only relative values matter]
+    chan : (n,) int array, channel of each row in ``0 .. n_chan - 1``
+    grid : SkyGrid or UVGrid
+        The model image (its ``.uv`` grid is used) or the uv grid itself.
+    n_chan : int, >= 1
+    width : float [cells]
+        KB window full width, > 0 (default 1: windows tile the plane without overlap).
+    beta : float
+        KB shape parameter.
+    min_count : int, >= 2
+        Samples needed in a window before it stops growing.
+    max_halfwidth, grow_step : float [cells]
+        Largest window half-width (>= width / 2) and the growth step (> 0).
+    chunk : int
+        Rows processed at once (memory is linear in it).
+
+    Returns
+    -------
+    GriddedVis
+        ``report`` counts: n_input, n_used (visibilities entering at least one cell, conjugates
+        included once), n_unused (the rest: in the zero-spacing cell, beyond the grid, or zero KB
+        weight -- counted, not silently dropped), cells_half_plane, cells_usable, cells_grown,
+        cells_too_few (had samples but < min_count at the largest window), cells_empty,
+        cells_bad_sigma (zero/non-finite variance), overlap_factor, usable_cells_per_channel,
+        n_pairs (sample-cell uses recorded in ``samples``).
     """
+    sky = grid if isinstance(grid, SkyGrid) else None
+    if sky is not None:
+        grid = sky.uv
     if not isinstance(grid, UVGrid):
-        raise TypeError("grid must be a UVGrid (visibilities.UVGrid.from_image)")
+        raise TypeError(f"grid must be a SkyGrid or a UVGrid (coords.py), got {type(grid).__name__}")
     if int(n_chan) != n_chan or n_chan < 1:
         raise ValueError(f"n_chan must be a positive integer, got {n_chan!r}")
     if not (width > 0 and max_halfwidth >= width / 2 and grow_step > 0 and min_count >= 2):
@@ -237,8 +265,8 @@ def grid_visibilities(u, v, vis, weight, chan, grid, n_chan, *, width=1.0, beta=
     sre = np.zeros(ncell)
     sim = np.zeros(ncell)
     nvis = np.zeros(ncell)
-    smom = np.zeros((5, ncell))  # sum a * (du, dv, du^2, du dv, dv^2) of sample - cell [wavelengths]
     used = np.zeros(N, dtype=bool)
+    rec_cell, rec_u, rec_v, rec_a = [], [], [], []  # every used sample-cell pair, for CellSamples
     for sl in chunks:
         for flat, du_, dv_, dmax, dother, conj, V, w, idx in pairs(sl):
             use, a = weights(flat, du_, dv_, dmax, dother, conj, w)
@@ -248,10 +276,11 @@ def grid_visibilities(u, v, vis, weight, chan, grid, n_chan, *, width=1.0, beta=
             sre += np.bincount(f, a * V.real, ncell)
             sim += np.bincount(f, a * V.imag, ncell)
             nvis += np.bincount(f, minlength=ncell)
-            ou = -du_[use] * grid.du  # sample position minus cell centre [wavelengths]
-            ov = -dv_[use] * grid.dv
-            for j, q in enumerate((ou, ov, ou * ou, ou * ov, ov * ov)):
-                smom[j] += np.bincount(f, a * q, ncell)
+            # where the sample was used [wavelengths]: cell centre minus (cell - sample) offset
+            rec_cell.append(f)
+            rec_u.append(((f // nv) % nu - nu // 2 - du_[use]) * grid.du)
+            rec_v.append((f % nv - nv // 2 - dv_[use]) * grid.dv)
+            rec_a.append(a)
             rows = idx[use] % (sl.stop - sl.start)
             used[sl.start + rows] = True
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -266,12 +295,12 @@ def grid_visibilities(u, v, vis, weight, chan, grid, n_chan, *, width=1.0, beta=
         s2 = sdev / (2.0 * (sa - sa2 / sa))  # per-component sample variance of one visibility
         sig = np.sqrt(s2 * sa2) / sa  # standard error of the weighted mean
         neff = sa * sa / sa2
-        mom = (smom / sa).T  # KB-weighted moments of the sample offsets within each cell
     hp_all = np.broadcast_to(hp, (n_chan, nu, nv)).reshape(-1)
     enough_final = nvis >= min_count
     # zero (or round-off-level) scatter: identical samples, no noise information -> masked
     good_sig = np.isfinite(sig) & (sig > 1e-10 * np.abs(np.nan_to_num(mean))) & (sig > 0)
     mask = hp_all & enough_final & good_sig
+    samples = _cell_samples(mask, sa, rec_cell, rec_u, rec_v, rec_a)
     rep = dict(
         n_input=N, n_used=int(used.sum()), n_unused=int(N - used.sum()), n_chan=int(n_chan), grid=[nu, nv],
         du_lambda=grid.du,
@@ -283,6 +312,7 @@ def grid_visibilities(u, v, vis, weight, chan, grid, n_chan, *, width=1.0, beta=
         cells_too_few=int((hp_all & ever & ~enough_final).sum()),
         cells_bad_sigma=int((hp_all & enough_final & ~good_sig).sum()),
         overlap_factor=float(nvis.sum() / used.sum()) if used.any() else float("nan"),
+        n_pairs=int(samples.ptr[-1]),
     )
     per_ch = mask.reshape(n_chan, -1).sum(axis=1)
     rep["usable_cells_per_channel"] = per_ch.tolist()
@@ -299,6 +329,22 @@ def grid_visibilities(u, v, vis, weight, chan, grid, n_chan, *, width=1.0, beta=
         n_vis=nvis.astype(np.int64).reshape(shp),
         n_eff=np.where(mask, neff, np.nan).reshape(shp),
         halfwidth=h_cell.reshape(shp),
-        uv_moments=np.where(mask[:, None], mom, np.nan).reshape(shp + (5,)),
+        samples=samples,
+        sky=sky,
         report=rep,
     )
+
+
+def _cell_samples(mask, sa, cells, us, vs, As):
+    """Group the recorded sample-cell pairs by usable cell (flat order), weights normalised per cell."""
+    cells = np.concatenate(cells) if cells else np.zeros(0, np.int64)
+    keep = mask[cells]
+    cells = cells[keep]
+    order = np.argsort(cells, kind="stable")
+    cells = cells[order]
+    pick = lambda xs: (np.concatenate(xs)[keep][order] if xs else np.zeros(0))  # noqa: E731
+    u, v, a = pick(us), pick(vs), pick(As)
+    rank = np.cumsum(mask) - 1  # position of each usable cell in flatnonzero(mask)
+    counts = np.bincount(rank[cells], minlength=int(mask.sum()))
+    ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return CellSamples(ptr=ptr, u=u, v=v, weight=a / sa[cells])
