@@ -62,6 +62,8 @@ def build_parser():
     p.add_argument("--out", default="demo_out", help="output directory")
     p.add_argument("--backend", choices=BACKENDS, default="exact", help="Nuker -> MGE backend")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--quick", action="store_true",
+                   help="a one-minute smoke run (small mock, short chains): not converged, not a measurement")
     p.set_defaults(func=_cmd_demo)
 
     try:
@@ -137,10 +139,11 @@ def _cmd_demo(args):
     examples = resources.files("nuker_mge_plugin") / "examples"
     mock_cfg = os.path.join(args.out, "ngc4697_mock.toml")
     fit_cfg = os.path.join(args.out, "ngc4697_fit.toml")
-    for name, dest in (("ngc4697_mock.toml", mock_cfg), ("ngc4697_fit.toml", fit_cfg)):
+    suffix = "_quick" if args.quick else ""
+    for name, dest in ((f"ngc4697_mock{suffix}.toml", mock_cfg), (f"ngc4697_fit{suffix}.toml", fit_cfg)):
         with resources.as_file(examples / name) as src:
             shutil.copyfile(src, dest)
-    obs_path = os.path.join(args.out, "ngc4697_mock.npz")
+    obs_path = os.path.join(args.out, f"ngc4697_mock{suffix}.npz")
     truth, distance, obs = load_mock_config(mock_cfg)
     print("2/3 the data: a mock ALMA CO(2-1) observation simulated by KinMS + jampy (no code of the fit)")
     if not os.path.exists(obs_path):
@@ -148,8 +151,8 @@ def _cmd_demo(args):
     print(f"    {obs_path} (truth: log10 M_BH = {truth['log10_mbh']:g}, i = {truth['inclination']:g} deg)")
     print("3/3 the fit: gridding, MAP, Fisher matrix, MALA tuning and sampling")
     cfg = load_config(fit_cfg)
-    run_fit(cfg, os.path.join(args.out, "fit"), resume=os.path.exists(os.path.join(args.out, "fit", "map.json")),
-            progress=not args.no_progress)
+    fit_dir = os.path.join(args.out, f"fit{suffix}")
+    run_fit(cfg, fit_dir, resume=os.path.exists(os.path.join(fit_dir, "map.json")), progress=not args.no_progress)
     return 0
 
 

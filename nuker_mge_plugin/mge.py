@@ -213,6 +213,10 @@ def nuker_to_mge(*, sigma_b, r_b, alpha, beta, gamma, qobs, distance, backend="e
                          f"{backend} backend's range {pc_lo:g}-{pc_hi:g} pc: at this distance r_b must be "
                          f"in [{lo:.4g}, {hi:.4g}] arcsec")
     amps = be.amplitudes(alpha, beta, gamma, r_b_pc).detach().cpu().numpy()[0]
+    if not np.all(np.isfinite(amps)):
+        raise ValueError(f"alpha = {alpha:g}, beta = {beta:g}, gamma = {gamma:g}, r_b = {r_b_pc:.4g} pc: this Nuker "
+                         f"profile changes by more than float64 can hold over the fit range 3 pc-3.75 kpc, and the "
+                         f"{backend} backend cannot represent it; use a less extreme beta or alpha")
     surf_pc = sigma_b * amps
     meta = dict(sigma_b=sigma_b, r_b_arcsec=r_b, r_b_pc=r_b_pc, alpha=alpha, beta=beta, gamma=gamma,
                 backend=backend, version=__version__)

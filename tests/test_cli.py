@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -21,12 +22,22 @@ def test_convert_writes_table_and_plot(tmp_path, capsys):
 
 
 def test_demo(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path)]) == 0
+    """The demo's whole story in its quick form: MGE, KinMS mock, gridding, MAP, Fisher, MALA, results."""
+    assert main(["demo", "--quick", "--no-progress", "--out", str(tmp_path)]) == 0
     mge = MGE.load(tmp_path / "ngc4697_like_mge.txt")
     assert mge.distance == 11.4
     v = mge.vcirc([5.0], 76.0, 1.3e8)
     assert 150 < v[0] < 400   # a massive early-type galaxy
     assert (tmp_path / "ngc4697_like_mge.png").exists()
+    text = capsys.readouterr().out
+    assert "log10 M_BH = " in text and "truth 8.110" in text and "R-hat" in text
+    fit = tmp_path / "fit_quick"
+    summary = json.loads((fit / "summary.json").read_text())
+    assert set(summary["parameters"]) == {"log10_mbh", "inclination", "pa", "systemic_velocity", "flux"}
+    assert summary["chains"] == 2 and summary["draws"] == 20 and summary["truth"]["log10_mbh"]["value"] == 8.11
+    for name in ("posterior.nc", "config.toml", "map.json", "corner.png", "mbh.png", "vcirc.png", "traces.png",
+                 "maps.png"):
+        assert (fit / name).stat().st_size > 0, name
 
 
 @pytest.mark.parametrize("bad,match", [

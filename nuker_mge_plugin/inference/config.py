@@ -26,7 +26,7 @@ names the key as ``section.key`` and says what it expects. A minimal file::
 Sections and keys (defaults in the dataclass docstrings): ``[data]`` path, rest_freq_hz;
 ``[galaxy]`` distance_mpc, name; ``[model]`` cell_arcsec, n_pix, backend, nsub,
 surface_brightness, primary_beam; ``[gridding]`` width, beta, min_count, max_halfwidth, grow_step,
-mask_grown, uv_moments (the keyword arguments of ``dynamics.gridder.grid_visibilities``);
+mask_grown (the keyword arguments of ``dynamics.gridder.grid_visibilities``);
 ``[likelihood]`` kind, sigma_scale; ``[priors]`` any of the 15 :data:`TABLE1` names; ``[map]``
 n_starts, adam_steps, adam_lr, lbfgs_steps; ``[sampler]`` chains, seed, device, dtype,
 burn_in_stages, burn_in_steps, step_sizes | n_step_trials, step_trial_steps, target_acceptance,
@@ -200,10 +200,8 @@ class GriddingConfig:
     grow_step : float
         Window growth step [cells], > 0 (default 0.5).
     mask_grown : bool
-        Drop cells whose window had to grow (they share visibilities with neighbours; default false).
-    uv_moments : bool
-        Evaluate the model at the same window-weighted average of uv offsets as the data
-        (``cube_to_vis(..., uv_moments=...)``; default true).
+        Drop cells whose window had to grow (they share visibilities with neighbours; default false:
+        the model of every cell is the exact window average of its own samples, grown or not).
 
     ``width, beta, min_count, max_halfwidth, grow_step`` are ``grid_visibilities``' keywords:
     ``grid_visibilities(..., **cfg.gridding.kwargs())``.
@@ -215,7 +213,6 @@ class GriddingConfig:
     max_halfwidth: float = 2.5
     grow_step: float = 0.5
     mask_grown: bool = False
-    uv_moments: bool = True
 
     def kwargs(self):
         """Keyword arguments for ``dynamics.gridder.grid_visibilities``."""
@@ -580,7 +577,7 @@ _SECTION_KEYS = {
     "data": ("path", "rest_freq_hz"),
     "galaxy": ("distance_mpc", "name"),
     "model": ("cell_arcsec", "n_pix", "backend", "nsub", "surface_brightness", "primary_beam"),
-    "gridding": ("width", "beta", "min_count", "max_halfwidth", "grow_step", "mask_grown", "uv_moments"),
+    "gridding": ("width", "beta", "min_count", "max_halfwidth", "grow_step", "mask_grown"),
     "likelihood": ("kind", "sigma_scale"),
     "priors": tuple(TABLE1),
     "map": ("n_starts", "adam_steps", "adam_lr", "lbfgs_steps"),
@@ -742,7 +739,7 @@ def config_from_dict(raw, base_dir=".", source=None, *, check_files=True):
         max_halfwidth=s.number("max_halfwidth", max(2.5, width / 2), ge=width / 2,
                                what=f"a half-width >= gridding.width / 2 = {width / 2:g} [cells]"),
         grow_step=s.number("grow_step", 0.5, gt=0, what="a step > 0 [cells]"),
-        mask_grown=s.boolean("mask_grown", False), uv_moments=s.boolean("uv_moments", True))
+        mask_grown=s.boolean("mask_grown", False))
 
     s = sections["likelihood"]
     kind = s.choice("kind", "student_t", ("student_t", "gaussian"))

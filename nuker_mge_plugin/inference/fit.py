@@ -30,7 +30,7 @@ from ..dynamics.gridder import grid_visibilities
 from ..dynamics.visibilities import GriddedModel, alma_pb_fwhm_arcsec
 from ..observation import load_observation
 from .config import resolve_data_priors
-from .fisher import empirical_fisher
+from .fisher import FisherResult, fisher_covariance, fisher_from_jacobian
 from .forward import NukerDiscModel
 from .likelihood import GriddedLikelihood
 from .mala import MALASchedule, run_mala
@@ -83,12 +83,48 @@ class FitProblem:
         with torch.no_grad():
             return float(self.likelihood.chi2(self.model_cells(z.unsqueeze(0)))[0].mean())
 
+    def jacobian(self, z):
+        """J = d(whitened residuals)/dz, (2 n_cells, d), at one point ``z`` (d,), by forward-mode autodiff.
+
+        The cell model is linear in the sky cube, so J's column k is the cell model applied to the
+        cube's tangent along e_k: d forward-mode passes through Nuker -> MGE -> v_c -> cube (forward-mode AD),
+        then ONE batched cell-model call on the d tangent cubes. (The cell operator's hand-written
+        adjoint is first-order, so the double-backward route of reverse mode is not open.)
+        """
+        import torch.autograd.forward_ad as fwad
+
+        z = z.detach()
+        eye = torch.eye(z.numel(), dtype=z.dtype, device=z.device)
+        tangents = []
+        for k in range(z.numel()):
+            # torch.autograd.forward_ad rather than torch.func.jvp: the latter wraps every tensor
+            # the model touches, and the v_c table cache reads its (constant) inputs' bytes
+            with fwad.dual_level():
+                cube = self.model.sky_cube(self.params(fwad.make_dual(z, eye[k]).unsqueeze(0)))[0]
+                tangents.append(fwad.unpack_dual(cube).tangent)
+        tangents = torch.stack(tangents)
+        with torch.no_grad():
+            dm = self.model.cell_model(tangents)                          # (d, n_cells) complex
+            w = self.likelihood.residual_weights()                        # (n_cells,)
+            return torch.cat([dm.real * w, dm.imag * w], dim=-1).T.to(torch.float64)
+
     def fisher(self, z):
-        """Empirical Fisher result (fisher.FisherResult) at ``z`` (d,), ridge from the configuration."""
+        """Empirical Fisher matrix and mass matrix at ``z`` (d,) (seed paper appendix C.1).
+
+        F = J^T J of the whitened residuals, ridge lambda = max(ridge_frac median(diag F),
+        ridge_min), plus the curvature of the logistic prior of the bijection (so directions the data
+        do not constrain get the prior's width rather than 1/lambda); covariance = F~^-1.
+        """
         s = self.config.sampler
-        return empirical_fisher(self.residuals, z.detach(), ridge_frac=s.ridge_frac, ridge_min=s.ridge_min,
-                                prior_precision=self.space.prior_precision_unconstrained(z.detach()[None])[0],
-                                method="reverse")
+        z = z.detach()
+        J = self.jacobian(z)
+        F = fisher_from_jacobian(J)
+        P, cov, L, lam = fisher_covariance(F, ridge_frac=s.ridge_frac, ridge_min=s.ridge_min,
+                                           prior_precision=self.space.prior_precision_unconstrained(z[None])[0])
+        with torch.no_grad():
+            chi2 = float((self.residuals(z) ** 2).sum())
+        return FisherResult(z=z, fisher=F, ridge=lam, precision=P, covariance=cov, cholesky=L, chi2=chi2,
+                            n_residuals=J.shape[0])
 
 
 def build_problem(cfg, *, progress=True):
@@ -101,7 +137,8 @@ def build_problem(cfg, *, progress=True):
     gv = grid_visibilities(obs["u"], obs["v"], obs["vis"], obs["weight"], obs["chan"], grid, n_chan,
                            **cfg.gridding.kwargs())
     pb = grid.primary_beam(alma_pb_fwhm_arcsec(obs["chan_freq"])) if cfg.model.primary_beam else None
-    cells = GriddedModel(gv, grid, pb=pb).to(device)
+    select = gv.halfwidth <= cfg.gridding.width / 2 + 1e-9 if cfg.gridding.mask_grown else None
+    cells = GriddedModel(gv, grid, pb=pb, select=select).to(device)
     like = GriddedLikelihood(cells.vis, cells.sigma, cells.n_eff, kind=cfg.likelihood.kind,
                              sigma_scale=cfg.likelihood.sigma_scale or 2.0).to(device)
     model = NukerDiscModel(grid, obs["chan_freq"], cfg.data.rest_freq_hz, cfg.galaxy.distance_mpc,

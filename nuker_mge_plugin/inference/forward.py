@@ -147,9 +147,7 @@ class NukerDiscModel(torch.nn.Module):
             p["inclination"], p["pa"], gasSigma=p["line_broadening"], sbProf=lambda r: torch.exp(-r / h),
             velRad=self.rad_arcsec, velProf=vc, intFlux=p["flux"],
             phaseCent=torch.stack([p["x"], p["y"]], dim=-1),
-            vOffset=p["systemic_velocity"] - self.axis["v_mid_kms"])
-        if cube.ndim == 3:
-            cube = cube.unsqueeze(0)
+            vOffset=p["systemic_velocity"] - self.axis["v_mid_kms"], batch=True)
         return cube if self.axis["ascending"] else cube.flip(-1)
 
     def forward(self, p):

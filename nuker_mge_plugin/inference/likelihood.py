@@ -103,8 +103,11 @@ class GriddedLikelihood(torch.nn.Module):
         unchanged).
         """
         r = (model.to(torch.complex128) - self.vis)
-        if self.kind == "student_t":
-            w = torch.sqrt((self.nu + 2.0) / (self.nu + 4.0)) / self.sigma
-        else:
-            w = 1.0 / (self.sigma_scale * self.sigma)
+        w = self.residual_weights()
         return torch.cat([r.real * w, r.imag * w], dim=-1)
+
+    def residual_weights(self):
+        """Per-cell whitening weights (n_cells,) [1/Jy] of :meth:`whitened_residuals`."""
+        if self.kind == "student_t":
+            return torch.sqrt((self.nu + 2.0) / (self.nu + 4.0)) / self.sigma
+        return 1.0 / (self.sigma_scale * self.sigma)
