@@ -30,7 +30,7 @@ mask_grown (the keyword arguments of ``dynamics.gridder.grid_visibilities``);
 ``[likelihood]`` kind, sigma_scale; ``[priors]`` any of the 15 :data:`TABLE1` names; ``[map]``
 n_starts, adam_steps, adam_lr, lbfgs_steps; ``[sampler]`` chains, seed, device, dtype,
 burn_in_stages, burn_in_steps, step_sizes | n_step_trials, step_trial_steps, target_acceptance,
-draws, thin, checkpoint_every, ridge_frac, ridge_min; ``[output]`` dir, figures, vcirc_draws,
+draws, thin, checkpoint_every, ridge_frac, ridge_min, threads; ``[output]`` dir, figures, vcirc_draws,
 vcirc_n_radii.
 
 Priors. A parameter left out of ``[priors]`` takes its Table-1 range, except ``systemic_velocity``,
@@ -376,6 +376,9 @@ class SamplerConfig:
     ridge_frac, ridge_min : float
         Fisher ridge ``lambda = max(ridge_frac median(diag F), ridge_min)`` (appendix C.1),
         ridge_frac >= 0 (default 1e-3), ridge_min > 0 (default 1e-8).
+    threads : int
+        CPU threads of torch, >= 0 (0 = torch's default). On a machine shared with other work, 1
+        is often much faster than more: idle threads spin while the cores are busy elsewhere.
     """
 
     chains: int = 4
@@ -393,6 +396,7 @@ class SamplerConfig:
     checkpoint_every: int = 500
     ridge_frac: float = 1e-3
     ridge_min: float = 1e-8
+    threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -582,7 +586,7 @@ _SECTION_KEYS = {
     "priors": tuple(TABLE1),
     "map": ("n_starts", "adam_steps", "adam_lr", "lbfgs_steps"),
     "sampler": ("chains", "seed", "device", "dtype", "burn_in_stages", "burn_in_steps", "step_sizes",
-                "n_step_trials", "step_trial_steps", "target_acceptance", "draws", "thin", "checkpoint_every",
+                "n_step_trials", "step_trial_steps", "target_acceptance", "draws", "thin", "checkpoint_every", "threads",
                 "ridge_frac", "ridge_min"),
     "output": ("dir", "figures", "vcirc_draws", "vcirc_n_radii"),
 }
@@ -796,7 +800,8 @@ def config_from_dict(raw, base_dir=".", source=None, *, check_files=True):
         target_acceptance=s.number("target_acceptance", 0.574, gt=0, lt=1),
         draws=s.integer("draws", 2000, ge=1), thin=s.integer("thin", 1, ge=1),
         checkpoint_every=s.integer("checkpoint_every", 500, ge=0, what="an integer >= 0 [steps] (0 = never)"),
-        ridge_frac=s.number("ridge_frac", 1e-3, ge=0), ridge_min=s.number("ridge_min", 1e-8, gt=0))
+        ridge_frac=s.number("ridge_frac", 1e-3, ge=0), ridge_min=s.number("ridge_min", 1e-8, gt=0),
+        threads=s.integer("threads", 0, ge=0, what="an integer >= 0 (0 = torch's default)"))
 
     s = sections["output"]
     stem = Path(source).stem if source else "nuker_mge"

@@ -177,7 +177,8 @@ def run_fit(cfg, out_dir=None, *, resume=False, progress=True, log=print):
     t0 = time.perf_counter()
     out = Path(out_dir if out_dir is not None else cfg.output.dir)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_default_dtype(torch.float64)
+    if cfg.sampler.threads:
+        torch.set_num_threads(cfg.sampler.threads)
     prob = build_problem(cfg, progress=progress)
     cfg, space = prob.config, prob.space
     rep = prob.gridded.report
