@@ -27,7 +27,7 @@ from nuker_mge_plugin.mock import mock_from_parameters  # noqa: E402
 CASES = {
     "demo": ({}, {}, {}),
     # more inclined, other PA and sense of rotation, lighter black hole, lower S/N
-    "edge": (dict(inclination=84.0, pa=120.0, log10_mbh=7.8, flux=6.0), dict(sigma_jy=0.04, seed=11),
+    "edge": (dict(inclination=84.0, pa=120.0, log10_mbh=7.8, flux=6.0), dict(sigma_jy=0.015, seed=11),
              dict(pa=[80.0, 160.0])),
     # sparse, compact array (more grown windows), heavier black hole, short track
     "sparse": (dict(log10_mbh=8.4, inclination=80.0, scale_length=1.0), dict(n_ant=12, n_times=12, seed=21,
