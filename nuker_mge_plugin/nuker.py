@@ -14,6 +14,8 @@ ALPHA_RANGE = (0.1, 10.0)
 GAMMA_RANGE = (0.001, 1.2)
 BETA_MINUS_GAMMA_RANGE = (0.3, 3.0)
 R_B_PC_RANGE = (2.0, 2000.0)
+#: Largest surface mass density at the break radius [Msun/pc^2] accepted by the public checks.
+SIGMA_B_MAX = 1.0e12
 
 _LN2 = math.log(2.0)
 
@@ -78,7 +80,7 @@ def _scalar_or_array(name, value):
 def check_nuker_params(*, sigma_b=1.0, r_b=1.0, alpha, beta, gamma, qobs=1.0):
     """Raise ``ValueError`` naming the first Nuker parameter outside its physical range.
 
-    Physical ranges (any Nuker, not only the training box): sigma_b > 0, r_b > 0,
+    Physical ranges (any Nuker, not only the training box): 0 < sigma_b <= 1e12 Msun/pc^2, r_b > 0,
     alpha > 0, 0 <= gamma < 2 (finite projected mass), beta > gamma, 0 < qobs <= 1. Arrays are checked elementwise.
     """
     v = {k: _scalar_or_array(k, x) for k, x in
@@ -86,6 +88,10 @@ def check_nuker_params(*, sigma_b=1.0, r_b=1.0, alpha, beta, gamma, qobs=1.0):
     for name in ("sigma_b", "r_b", "alpha"):
         if np.any(v[name] <= 0):
             raise ValueError(f"{name} = {_show(v[name], v[name] <= 0)} is invalid: it must be > 0")
+    bad = v["sigma_b"] > SIGMA_B_MAX
+    if np.any(bad):
+        raise ValueError(f"sigma_b = {_show(v['sigma_b'], bad)} Msun/pc^2 is invalid: it must be <= {SIGMA_B_MAX:g} "
+                         "(a million times the densest galaxy centres; beyond it masses overflow float64)")
     bad = (v["gamma"] < 0) | (v["gamma"] >= 2)
     if np.any(bad):
         raise ValueError(f"gamma = {_show(v['gamma'], bad)} is invalid: the inner slope must be in [0, 2) "
