@@ -59,7 +59,7 @@ import numpy as np
 from ..basis import pc_per_arcsec
 from ..constants import C_KMS, CO21_REST_HZ
 from ..nuker import ALPHA_RANGE, BETA_MINUS_GAMMA_RANGE, GAMMA_RANGE, R_B_PC_RANGE
-from .parameters import DATA_RANGE_NAMES, DOMAINS, PARAMETER_NAMES, UNITS
+from .parameters import DATA_RANGE_NAMES, DOMAINS, PARAMETER_NAMES, UNITS, _domain_text
 from .parameters import TABLE1 as _P_TABLE1
 
 __all__ = ["ConfigError", "TABLE1", "DATA_PRIOR_NAMES", "Prior", "DataConfig", "GalaxyConfig", "ModelConfig",
@@ -103,17 +103,6 @@ _INF = math.inf
 # the closure.
 _DOMAIN = DOMAINS
 _FROM_DATA = "from_data"
-
-
-def _domain_text(name):
-    lo, hi, lc, hc = _DOMAIN[name]
-    if lo == -_INF and hi == _INF:
-        return "finite"
-    if hi == _INF:
-        return (">= " if lc else "> ") + f"{lo:g}"
-    if lo == -_INF:
-        return ("<= " if hc else "< ") + f"{hi:g}"
-    return ("[" if lc else "(") + f"{lo:g}, {hi:g}" + ("]" if hc else ")")
 
 
 def _unit(name):
