@@ -46,6 +46,17 @@ def draw_m1_shapes(rng, n):
     return alpha, beta, gamma, r_b
 
 
+def draw_hard_corner_shapes(rng, n, alpha_min=3.0, r_b_min_pc=300.0):
+    """The M1 draws restricted to the corner where sharp breaks meet large cores (issue 11):
+    log10 alpha ~ U(log10 alpha_min, 1), log10(r_b / pc) ~ U(log10 r_b_min_pc, log10 2000), gamma and
+    beta - gamma as in ``draw_m1_shapes``. Returns (alpha, beta, gamma, r_b_pc)."""
+    alpha = 10 ** rng.uniform(math.log10(alpha_min), 1, n)
+    gamma = rng.uniform(0.001, 1.2, n)
+    beta = gamma + rng.uniform(0.3, 3.0, n)
+    r_b = 10 ** rng.uniform(math.log10(r_b_min_pc), math.log10(2000), n)
+    return alpha, beta, gamma, r_b
+
+
 def _log_sigma(R, sigma_b, r_b, alpha, beta, gamma):
     """ln Sigma(R) of eq. (2) [Msun/pc^2] for a scalar R [pc]."""
     return float(log_nuker(R, sigma_b, r_b, alpha, beta, gamma))
