@@ -1,15 +1,18 @@
 # Two entry points for a fresh clone (see README.rst):
 #   make demo   -- set up .venv and run the main job (the NGC 4697-like demo)
-#   make test   -- set up .venv and run the test suite
+#   make test   -- set up .venv, run the linter (ruff), then the test suite
+# and, for maintainers:
+#   make docs-figures        -- regenerate every figure README.rst shows (includes the ~7-minute demo fit)
+#   make docs-figures-quick  -- only the ones that take seconds (docs/demo_mge.png)
 PYTHON ?= python3.11
 VENV ?= .venv
 CONSTRAINTS ?= compat/py311-jampy8-kinms3.txt
-EXTRAS ?= test,fitter,inference
+EXTRAS ?= test,fitter,inference,survey
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test venv clean compat wheel-check
+.PHONY: demo test lint venv clean compat wheel-check docs-figures docs-figures-quick
 
 venv: $(STAMP)
 
@@ -21,8 +24,18 @@ $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 demo: $(STAMP)
 	$(BIN)/nuker-mge demo --out $(DEMO_OUT)
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/python -m ruff check .
+
+# pytest's options (--strict-markers among them) live in setup.cfg [tool:pytest]
+test: lint
 	$(BIN)/python -m pytest -q
+
+docs-figures: $(STAMP)
+	$(BIN)/python docs/make_figures.py quick validation demo --demo-out $(DEMO_OUT)
+
+docs-figures-quick: $(STAMP)
+	$(BIN)/python docs/make_figures.py quick
 
 clean:
 	rm -rf $(VENV) .venv-compat $(DEMO_OUT) build dist *.egg-info

@@ -2,6 +2,10 @@
 
 A plugin for jampy, KinMS, kinms_fitter and mgefit: describe the stars of a galaxy
 by the five Nuker parameters and hand the host packages the MGE table they expect.
+
+Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
+Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,
+arXiv:2511.20746 (docs/references.rst).
 """
 
 __version__ = "0.1.0"

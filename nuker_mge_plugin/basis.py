@@ -1,4 +1,9 @@
-"""The fixed Gaussian basis of the Nuker MGE and unit conversions (seed paper, Appendix B)."""
+"""The fixed Gaussian basis of the Nuker MGE and unit conversions (seed paper, Appendix B).
+
+Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
+Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,
+arXiv:2511.20746 (docs/references.rst).
+"""
 
 import numpy as np
 
@@ -10,11 +15,11 @@ SIGMA_MAX_PC = 1.0e4
 SIGMA_GRID_PC = np.logspace(np.log10(SIGMA_MIN_PC), np.log10(SIGMA_MAX_PC), N_GAUSS)
 SIGMA_GRID_PC.flags.writeable = False
 
-#: Radius range [pc] over which a Nuker MGE reproduces the Nuker profile (METRICS.md M1).
+#: Radius range [pc] over which a Nuker MGE reproduces the Nuker profile (docs/metrics.rst M1).
 FIT_R_MIN_PC = 3.0
 FIT_R_MAX_PC = 3000.0
 
-#: Radius inside which the projected mass of the Nuker is conserved (METRICS.md M1b).
+#: Radius inside which the projected mass of the Nuker is conserved (docs/metrics.rst M1b).
 MASS_R0_PC = 3.0
 
 

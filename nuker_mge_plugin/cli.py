@@ -1,49 +1,89 @@
-"""The ``nuker-mge`` command: convert a Nuker profile to an MGE table, run the demo, train the emulator."""
+"""The ``nuker-mge`` command: convert a Nuker profile to an MGE table, simulate and fit ALMA data, run the demo,
+train the emulator."""
 
 import argparse
+import math
 import os
+import re
 import sys
 
 import numpy as np
 
+from . import __version__
+from ._files import StagedFiles, check_output_dir, check_output_file
 from .backends import BACKENDS, REGISTRY
 
 #: An NGC 4697-like galaxy (Davis et al. 2017 distance, BH mass and inclination); the Nuker
 #: shape is a plausible power-law-galaxy profile, not a fit to data.
 DEMO = dict(sigma_b=6.0e4, r_b=1.5, alpha=1.5, beta=1.8, gamma=0.25, qobs=0.6, distance=11.4,
             inc=76.0, mbh=1.3e8)
+#: The demo's figure of its stars (README: docs/demo_mge.png).
+DEMO_MGE_TITLE = "NGC 4697-like Nuker profile as a 64-Gaussian MGE (11.4 Mpc, i = 76 deg)"
+
+DESCRIPTION = ("Nuker stellar-mass profiles as 64-Gaussian MGE tables for jampy and KinMS, and black-hole "
+               "masses from ALMA visibilities with a differentiable gas-dynamical model.")
+EPILOG = "Run 'nuker-mge COMMAND --help' for the options of one command."
+
+#: Largest black-hole mass the command line accepts [Msun]: ten times the heaviest measured.
+MBH_MAX = 1.0e11
+#: Speed of light [km/s]: a Newtonian circular velocity above it means unphysical inputs.
+C_KMS = 299792.458
+
+# A value that starts with "-" but is a number ("-6e4", "-.5", "-inf", "-nan"): argparse's own
+# pattern knows only "-6" and "-6.0", and takes "--sigma-b -6e4" for a missing value.
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in every option's help, except where there is nothing to show (None, flags, required)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.required \
+                or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_NUMBER  # see _NEGATIVE_NUMBER
+
     def error(self, message):  # one line, exit status 2, no usage dump for value errors
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _add_nuker_args(p, defaults=None):
-    d = defaults or {}
-    req = defaults is None
-    p.add_argument("--sigma-b", type=float, required=req, default=d.get("sigma_b"),
-                   help="surface mass density at the break radius [Msun/pc^2]")
-    p.add_argument("--r-b", type=float, required=req, default=d.get("r_b"), help="break radius [arcsec]")
-    p.add_argument("--alpha", type=float, required=req, default=d.get("alpha"), help="break sharpness (> 0)")
-    p.add_argument("--beta", type=float, required=req, default=d.get("beta"), help="outer slope (> gamma)")
-    p.add_argument("--gamma", type=float, required=req, default=d.get("gamma"), help="inner slope, in [0, 2)")
-    p.add_argument("--qobs", type=float, required=req, default=d.get("qobs"), help="observed axis ratio (0, 1]")
-    p.add_argument("--distance", type=float, required=req, default=d.get("distance"), help="distance [Mpc]")
+def _add_nuker_args(p):
+    req = dict(required=True, type=float)
+    p.add_argument("--sigma-b", **req, help="surface mass density at the break radius [Msun/pc^2], in (0, 1e12]")
+    p.add_argument("--r-b", **req, help="break radius [arcsec] (1 pc-10 kpc exact, 2 pc-2 kpc nn)")
+    p.add_argument("--alpha", **req, help="break sharpness (> 0)")
+    p.add_argument("--beta", **req, help="outer slope (> gamma)")
+    p.add_argument("--gamma", **req, help="inner slope, in [0, 2)")
+    p.add_argument("--qobs", **req, help="observed axis ratio, in (0, 1]")
+    p.add_argument("--distance", **req, help="distance [Mpc] (> 0)")
     p.add_argument("--backend", choices=BACKENDS, default="exact",
                    help="Nuker -> MGE backend: " + "; ".join(f"{b.name}: {b.description}" for b in REGISTRY.values()))
 
 
 def build_parser():
-    parser = _Parser(prog="nuker-mge", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = _Parser(prog="nuker-mge", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("convert", help="write the MGE table of a Nuker profile")
+    p = sub.add_parser("convert", help="write the MGE table of a Nuker profile",
+                       description="Write the 64-Gaussian MGE table of a Nuker profile, print its projected "
+                                   "masses and accuracy, and with --inc its jampy circular velocity.")
     _add_nuker_args(p)
     p.add_argument("-o", "--output", required=True, help="output table (numpy.loadtxt-readable text)")
-    p.add_argument("--inc", type=float, default=None, help="inclination [deg] for the velocity summary and plot")
-    p.add_argument("--mbh", type=float, default=0.0, help="black-hole mass [Msun]")
-    p.add_argument("--plot", default=None, help="write a PNG figure here")
+    p.add_argument("--inc", type=float, default=None,
+                   help="inclination [deg], in (arccos(qobs), 90]: prints v_c and adds it to --plot")
+    p.add_argument("--mbh", type=float, default=None,
+                   help=f"black-hole mass [Msun], in [0, {MBH_MAX:g}], for v_c (needs --inc; default 0)")
+    p.add_argument("--plot", default=None,
+                   help="write a figure here (PNG; the extension picks matplotlib's format): the profile "
+                        "and its residuals, and with --inc the circular velocity")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("mock", help="simulate an observation (KinMS sky, ALMA-like array) from a TOML file")
@@ -57,6 +97,21 @@ def build_parser():
     p.add_argument("--resume", action="store_true", help="continue a killed run from its checkpoints")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_fit)
+
+    p = sub.add_parser("survey", help="fit many galaxies on Dask: a local cluster, a scheduler or a batch queue",
+                       description="Fit every galaxy of a survey file (TOML: [survey] galaxies = fit "
+                                   "configurations, [scheduler]) as one Dask task each, into DIR/<name>/. "
+                                   "Rerunning the same command skips finished galaxies and resumes the "
+                                   "others from their checkpoints. Writes DIR/results.csv, results.ecsv and "
+                                   "survey_mbh.png. Exit status 1 when a galaxy failed. Needs the survey "
+                                   "extra (pip install 'nuker-mge-plugin[survey]').")
+    p.add_argument("config", help="survey file (TOML: [survey] galaxies, retries; [scheduler] address, "
+                                  "n_workers, [scheduler.jobqueue])")
+    p.add_argument("--out", required=True, help="survey results directory (one subdirectory per galaxy)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check everything, print the plan (and a jobqueue cluster's batch script), submit nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress line")
+    p.set_defaults(func=_cmd_survey)
 
     p = sub.add_parser("demo", help="the whole story on an NGC 4697-like mock: Nuker MGE, mock, fit, results")
     p.add_argument("--out", default="demo_out", help="output directory")
@@ -75,24 +130,71 @@ def build_parser():
     return parser
 
 
+def _check_plot_path(path):
+    """``--plot``: a writable file whose extension names a matplotlib format."""
+    check_output_file(path, "--plot")
+    ext = os.path.splitext(path)[1].lstrip(".").lower()
+    from matplotlib.figure import Figure
+    formats = Figure().canvas.get_supported_filetypes()
+    if ext not in formats:
+        raise ValueError(f"--plot {path}: " + ("give the file an extension, e.g. .png" if not ext else
+                         f"'.{ext}' is not a figure format (use .png, or one of {', '.join(sorted(formats))})"))
+    return ext
+
+
+def _check_velocity_args(inc, mbh):
+    """--inc and --mbh before any work: finite, in range, and --mbh only with --inc."""
+    if mbh is not None and inc is None:
+        raise ValueError("--mbh needs --inc: the black-hole mass only enters the circular velocity, which needs "
+                         "an inclination")
+    if inc is not None and not (math.isfinite(inc) and 0 < inc <= 90):
+        raise ValueError(f"--inc {inc:g} is invalid: the inclination must be finite and in (0, 90] deg")
+    if mbh is not None and not (math.isfinite(mbh) and 0 <= mbh <= MBH_MAX):
+        raise ValueError(f"--mbh {mbh:g} is invalid: the black-hole mass must be finite and in [0, {MBH_MAX:g}] Msun")
+
+
+def _mass_line(mge, beta):
+    m1, m10, mtab = mge.projected_mass([1.0, 10.0, np.inf])
+    if beta > 2:
+        total = f"total {mtab:.4g} Msun"
+    else:  # Sigma ~ R^-beta: the Nuker's projected mass grows without bound for beta <= 2
+        total = (f"{mtab:.4g} Msun in the whole 64-Gaussian table (cut at sigma = 10 kpc; the Nuker's own "
+                 f"total diverges for beta = {beta:g} <= 2)")
+    return f"projected stellar mass within 1\": {m1:.4g} Msun, within 10\": {m10:.4g} Msun, {total}"
+
+
 def _convert(a, output, inc, mbh, plot, title=None):
+    """Check every input and output, compute in memory, then write the table (and figure) atomically."""
     from .mge import nuker_to_mge, profile_error
-    mge = nuker_to_mge(sigma_b=a.sigma_b, r_b=a.r_b, alpha=a.alpha, beta=a.beta, gamma=a.gamma,
-                       qobs=a.qobs, distance=a.distance, backend=a.backend)
-    mge.save(output)
-    m1, m10, mtot = mge.projected_mass([1.0, 10.0, np.inf])
-    lines = [f"wrote {output}: {len(mge)} Gaussians ({a.backend} backend), distance {a.distance:g} Mpc "
-             f"({mge.pc_per_arcsec:.2f} pc/arcsec)",
-             f"projected stellar mass within 1\": {m1:.4g} Msun, within 10\": {m10:.4g} Msun, total {mtot:.4g} Msun",
-             f"max |MGE/Nuker - 1| over 3 pc-3 kpc: {profile_error(mge):.2e}"]
-    if inc is not None:
-        v = mge.vcirc([0.1, 1.0, 5.0], inc, mbh)
-        lines.append(f"jampy v_c (i = {inc:g} deg, M_BH = {mbh:.3g} Msun) at 0.1\", 1\", 5\": "
-                     + ", ".join(f"{x:.1f}" for x in v) + " km/s")
+    _check_velocity_args(inc, mbh)
+    check_output_file(output, "-o/--output")
     if plot:
-        from .plotting import plot_mge_summary
-        plot_mge_summary(mge, plot, inc_deg=inc if inc is not None else 90.0, mbh=mbh, title=title)
-        lines.append(f"wrote {plot}")
+        fmt = _check_plot_path(plot)
+        if os.path.abspath(plot) == os.path.abspath(output):
+            raise ValueError(f"--plot {plot} is the same file as -o/--output")
+    mbh = 0.0 if mbh is None else mbh
+    with StagedFiles() as files:
+        table_tmp = files.stage(output, "-o/--output")
+        plot_tmp = files.stage(plot, "--plot") if plot else None
+        mge = nuker_to_mge(sigma_b=a.sigma_b, r_b=a.r_b, alpha=a.alpha, beta=a.beta, gamma=a.gamma,
+                           qobs=a.qobs, distance=a.distance, backend=a.backend)
+        lines = [f"wrote {output}: {len(mge)} Gaussians ({a.backend} backend), distance {a.distance:g} Mpc "
+                 f"({mge.pc_per_arcsec:.2f} pc/arcsec)",
+                 _mass_line(mge, a.beta),
+                 f"max |MGE/Nuker - 1| over 3 pc-3 kpc: {profile_error(mge):.2e}"]
+        if inc is not None:
+            v = mge.vcirc([0.1, 1.0, 5.0], inc, mbh)
+            if np.max(v) >= C_KMS:
+                raise ValueError(f"the circular velocity reaches {np.max(v):.3g} km/s, faster than light: "
+                                 f"sigma_b = {a.sigma_b:g} Msun/pc^2 and M_BH = {mbh:g} Msun are unphysical")
+            lines.append(f"jampy v_c (i = {inc:g} deg, M_BH = {mbh:.3g} Msun) at 0.1\", 1\", 5\": "
+                         + ", ".join(f"{x:.4g}" for x in v) + " km/s")
+        if plot:
+            from .plotting import plot_mge_summary
+            plot_mge_summary(mge, plot_tmp, inc_deg=inc, mbh=mbh, title=title, format=fmt)
+            lines.append(f"wrote {plot}")
+        mge.save(table_tmp)
+        files.commit()
     print("\n".join(lines))
     return mge
 
@@ -119,6 +221,27 @@ def _cmd_fit(args):
     return 0
 
 
+def _cmd_survey(args):
+    from . import survey as sv
+    check_output_dir(args.out, "--out")
+    cfg = sv.load_survey(args.config, args.out)
+    try:
+        import distributed  # noqa: F401
+        if cfg.scheduler.jobqueue is not None:
+            import dask_jobqueue  # noqa: F401
+    except ImportError as err:
+        raise ValueError(f"nuker-mge survey needs Dask ({err.name} is not installed): "
+                         "pip install 'nuker-mge-plugin[survey]'") from None
+    if args.dry_run:
+        print("\n".join(sv.describe_plan(cfg)))
+        if cfg.scheduler.jobqueue is not None:
+            print(f"batch script of each {cfg.scheduler.jobqueue.kind.upper()} job (not submitted):")
+            print(sv.job_script(cfg))
+        return 0
+    res = sv.run_survey(cfg, args.out, progress=not args.no_progress)
+    return 1 if res["n_failed"] else 0
+
+
 def _cmd_demo(args):
     """Nuker -> MGE of an NGC 4697-like galaxy, a KinMS mock of it, and the full fit of the mock."""
     import shutil
@@ -128,14 +251,12 @@ def _cmd_demo(args):
     from .inference.fit import run_fit
     from .mock import load_mock_config, mock_from_parameters
 
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise ValueError(f"--out {args.out} exists and is not a directory")
+    check_output_dir(args.out, "--out")
     os.makedirs(args.out, exist_ok=True)
     a = argparse.Namespace(**{k: v for k, v in DEMO.items() if k not in ("inc", "mbh")}, backend=args.backend)
     print("1/3 the stars: an NGC 4697-like Nuker profile as a 64-Gaussian MGE")
     _convert(a, os.path.join(args.out, "ngc4697_like_mge.txt"), DEMO["inc"], DEMO["mbh"],
-             os.path.join(args.out, "ngc4697_like_mge.png"),
-             title="NGC 4697-like Nuker profile as a 64-Gaussian MGE (11.4 Mpc, i = 76 deg)")
+             os.path.join(args.out, "ngc4697_like_mge.png"), title=DEMO_MGE_TITLE)
     examples = resources.files("nuker_mge_plugin") / "examples"
     mock_cfg = os.path.join(args.out, "ngc4697_mock.toml")
     fit_cfg = os.path.join(args.out, "ngc4697_fit.toml")
@@ -156,13 +277,29 @@ def _cmd_demo(args):
     return 0
 
 
+def _message(err):
+    """The one-line message of an error, in command-line terms."""
+    if isinstance(err, OSError) and not isinstance(err, FileExistsError) and err.filename is not None:
+        text = f"{err.filename}: {err.strerror or err}"
+    elif isinstance(err, OSError) and err.filename is not None:
+        text = f"{err.filename} already exists"
+    else:
+        text = str(err)
+    # messages of the Python API name keyword arguments; on the command line they are options
+    text = text.replace("backend='exact'", "--backend exact").replace('backend="exact"', "--backend exact")
+    return " ".join(text.split())
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # a bare ``nuker-mge``: the usage and the list of commands
+        parser.print_help(sys.stderr)
+        return 2
     try:
         return args.func(args)
-    except (ValueError, TypeError) as err:
-        print(f"nuker-mge: error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as err:
+        print(f"nuker-mge: error: {_message(err)}", file=sys.stderr)
         return 2
 
 

@@ -3,6 +3,10 @@
 ``nuker_to_mge`` turns the five Nuker parameters (seed paper eq. 2) into an :class:`MGE`
 whose ``surf_pc, sigma_arcsec, qobs`` are exactly the first three arguments of
 ``jampy.mge.vcirc`` (peak surface densities [Msun/pc^2], widths [arcsec], axis ratios).
+
+Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
+Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,
+arXiv:2511.20746 (docs/references.rst).
 """
 
 import dataclasses
@@ -13,6 +17,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from ._files import atomic_write
 from .basis import FIT_R_MAX_PC, FIT_R_MIN_PC, SIGMA_GRID_PC, pc_per_arcsec
 from .backends import REGISTRY, get_backend
 from .constants import INC_RANGE_DEG, INC_RULE
@@ -23,7 +28,7 @@ EXACT_R_B_PC_RANGE = REGISTRY["exact"].r_b_pc_range
 _COLUMNS = ("surf_pc", "sigma_arcsec", "qobs")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class MGE:
     """A Multi-Gaussian Expansion of a stellar surface mass density.
 
@@ -62,6 +67,21 @@ class MGE:
 
     def __len__(self):
         return self.surf_pc.size
+
+    def __repr__(self):
+        """One line: size, sigma range, axis ratio, distance, total mass and provenance (not the arrays)."""
+        if not len(self):
+            return f"MGE(0 Gaussians, distance={self.distance:g} Mpc)"
+        q = np.unique(self.qobs)
+        q_txt = f"{q[0]:g}" if q.size == 1 else f"{q.min():g}-{q.max():g}"
+        neg = int(np.sum(self.surf_pc < 0))
+        shape = ", ".join(f"{k}={self.meta[k]:g}" for k in ("alpha", "beta", "gamma") if k in self.meta)
+        return (f"MGE({len(self)} Gaussians, sigma {self.sigma_arcsec.min():.4g}-{self.sigma_arcsec.max():.4g} "
+                f"arcsec, qobs={q_txt}, distance={self.distance:g} Mpc, table mass "
+                f"{float(self.projected_mass(np.inf)):.4g} Msun"
+                + (f", {neg} negative amplitudes" if neg else "")
+                + (f", {self.meta['backend']} backend" if "backend" in self.meta else "")
+                + (f", Nuker {shape}" if shape else "") + ")")
 
     @property
     def pc_per_arcsec(self):
@@ -144,7 +164,14 @@ class MGE:
             "distance_mpc: " + repr(self.distance),
             "meta: " + json.dumps(self.meta, sort_keys=True),
         ]
-        np.savetxt(path, self.table, fmt="%.17e", header="\n".join(header))
+
+        def write(target):
+            np.savetxt(target, self.table, fmt="%.17e", header="\n".join(header))
+
+        if hasattr(path, "write"):  # an open file: the caller owns it
+            write(path)
+        else:  # a temporary file renamed onto ``path``: an interrupted save leaves no partial table
+            atomic_write(path, write)
 
     @classmethod
     def load(cls, path):

@@ -2,6 +2,10 @@
 
 All functions accept numpy arrays or torch tensors (torch in -> torch out, and
 differentiable); they broadcast their arguments like numpy.
+
+Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
+Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,
+arXiv:2511.20746 (docs/references.rst).
 """
 
 import math

@@ -14,13 +14,13 @@ makes one dimensionless ``lambda`` suit the whole parameter box. Without it the 
 has condition number ~1e16 and its solution alternates in sign with huge amplitudes (cancellation
 factor kappa ~ 1e4-1e8), which is harmless in float64 but destroys float32 work downstream;
 lambda = 1e-12 keeps kappa below ~1e3 at no measurable cost in accuracy. M3D is the enclosed
-mass of the spherical (qobs = 1) deprojection, which sets v_c^2 = G M3D(<r) / r (METRICS.md M3);
+mass of the spherical (qobs = 1) deprojection, which sets v_c^2 = G M3D(<r) / r (docs/metrics.rst M3);
 for the Nuker it comes from an Abel quadrature (nuker_enclosed_mass_3d), for a Gaussian in
 closed form (gaussian_enclosed_mass_3d).
 
 Why each term is there:
 
-* Profile rows out to 10 kpc (the widest Gaussian), not just past the 3 kpc of METRICS.md M1.
+* Profile rows out to 10 kpc (the widest Gaussian), not just past the 3 kpc of docs/metrics.rst M1.
   With rows ending at 3.75 kpc the widest Gaussians were fixed only by their nearly flat cores
   there, and beyond it the MGE swung negative: Sigma_MGE / Sigma_N - 1 = -37 at 8 kpc and -160
   at 15 kpc for alpha = 9.27, gamma = 0.056, beta = 2.33, r_b = 1143 pc. The circular velocity
@@ -237,7 +237,7 @@ def _nuker_mass3d(r_np, r_b, alpha, beta, gamma, sigma_b, m2d_r0, r0):
 def nuker_enclosed_mass_3d(r, r_b, alpha, beta, gamma, sigma_b=1.0):
     """Spherical enclosed mass M(<r) [Msun] of the Abel-deprojected circular Nuker (eq. 2).
 
-    The quantity behind METRICS.md M3: a qobs = 1 Nuker has v_c^2 = G M(<r) / r. Swapping the
+    The quantity behind docs/metrics.rst M3: a qobs = 1 Nuker has v_c^2 = G M(<r) / r. Swapping the
     Abel integral and the volume integral and integrating by parts gives (validation/common.py)
 
         M(<r) = M2D(<r) + 4 int_r^inf R Sigma(R) [asin(r/R) - r / sqrt(R^2 - r^2)] dR,

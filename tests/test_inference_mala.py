@@ -140,7 +140,7 @@ def test_reproducible_with_seed():
     assert set(ss) >= {"logp", "accepted", "step_size"} and all(v.shape == (4, 25) for v in ss.values())
 
 
-class _Kill(RuntimeError):
+class _KilledError(RuntimeError):
     pass
 
 
@@ -148,7 +148,7 @@ def _killer(step):
     """A callback that 'kills' the run (raises) right after global step ``step``."""
     def cb(info):
         if info.global_step == step:
-            raise _Kill(step)
+            raise _KilledError(step)
     return cb
 
 
@@ -159,7 +159,7 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path, kill_at):
     ref = _small_run()
 
     ck = tmp_path / "ck"
-    with pytest.raises(_Kill):
+    with pytest.raises(_KilledError):
         _small_run(ck, callback=_killer(kill_at))
     assert (ck / "state.pt").exists() or kill_at < 7
     calls = []
@@ -180,7 +180,7 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path, kill_at):
 def test_kill_and_resume_bitwise_on_cuda(tmp_path):
     ref = _small_run(device="cuda")
     ck = tmp_path / "ck"
-    with pytest.raises(_Kill):
+    with pytest.raises(_KilledError):
         _small_run(ck, callback=_killer(40), device="cuda")
     _assert_same(ref, _small_run(ck, resume=True, device="cuda"))
 
@@ -189,7 +189,7 @@ def test_twice_killed_and_leftover_chunk(tmp_path):
     ref = _small_run()
     ck = tmp_path / "ck"
     for k in (20, 50):
-        with pytest.raises(_Kill):
+        with pytest.raises(_KilledError):
             _small_run(ck, resume=True, callback=_killer(k))
     # simulate a kill between writing a chunk and the state file: a garbage chunk beyond the count
     n = torch.load(ck / "state.pt", weights_only=True)["n_chunks"]

@@ -31,13 +31,15 @@ def test_hand_checked_asymptotes():
     # Far inside the break Sigma -> Sigma_b 2^((b-g)/a) (R/rb)^-g; far outside -> ... (R/rb)^-b.
     sb, rb, a, b, g = 3.0, 10.0, 2.0, 2.5, 0.5
     R_in, R_out = 1e-4, 1e5
-    assert nuker_surface_density(R_in, sb, rb, a, b, g) == pytest.approx(sb * 2 ** ((b - g) / a) * (R_in / rb) ** -g, rel=1e-8)
-    assert nuker_surface_density(R_out, sb, rb, a, b, g) == pytest.approx(sb * 2 ** ((b - g) / a) * (R_out / rb) ** -b, rel=1e-7)
+    norm = sb * 2 ** ((b - g) / a)
+    assert nuker_surface_density(R_in, sb, rb, a, b, g) == pytest.approx(norm * (R_in / rb) ** -g, rel=1e-8)
+    assert nuker_surface_density(R_out, sb, rb, a, b, g) == pytest.approx(norm * (R_out / rb) ** -b, rel=1e-7)
 
 
 def test_no_overflow_over_box_and_radii():
     R = np.logspace(-1, 5, 200)  # 0.1 pc - 100 kpc
-    corners = [(a, g + bg, g, rb) for a in ALPHA_RANGE for g in (0.001, 1.2) for bg in (0.3, 3.0) for rb in R_B_PC_RANGE]
+    corners = [(a, g + bg, g, rb) for a in ALPHA_RANGE for g in (0.001, 1.2) for bg in (0.3, 3.0)
+               for rb in R_B_PC_RANGE]
     for a, b, g, rb in corners:
         ln = log_nuker(R, 1.0, rb, a, b, g)
         assert np.all(np.isfinite(ln))

@@ -36,8 +36,10 @@ def _profile_error(amps, a, b, g, rb):
 
 
 def test_shallow_profiles_accurate_and_mass_conserving():
-    a = np.array([0.5, 1.0, 2.0, 5.0]); g = np.array([0.1, 0.3, 0.5, 0.05])
-    b = g + np.array([1.5, 2.0, 1.0, 2.5]); rb = np.array([300.0, 50.0, 120.0, 900.0])
+    a = np.array([0.5, 1.0, 2.0, 5.0])
+    g = np.array([0.1, 0.3, 0.5, 0.05])
+    b = g + np.array([1.5, 2.0, 1.0, 2.5])
+    rb = np.array([300.0, 50.0, 120.0, 900.0])
     amps = exact_amplitudes(a, b, g, rb)
     assert amps.shape == (4, 64) and amps.dtype == torch.float64
     assert torch.all(_profile_error(amps, a, b, g, rb) < 2e-3)
@@ -61,7 +63,9 @@ def test_profile_only_mode_is_more_accurate_but_drops_cusp_mass():
 def test_conditioning_kappa_small():
     rng = np.random.default_rng(3)
     n = 200
-    a = 10 ** rng.uniform(-1, 1, n); g = rng.uniform(0.001, 1.2, n); b = g + rng.uniform(0.3, 3, n)
+    a = 10 ** rng.uniform(-1, 1, n)
+    g = rng.uniform(0.001, 1.2, n)
+    b = g + rng.uniform(0.3, 3, n)
     rb = 10 ** rng.uniform(math.log10(2), math.log10(2000), n)
     amps = exact_amplitudes(a, b, g, rb)
     G = torch.exp(-0.5 * (torch.tensor(metric_radii_pc())[:, None] / SIG) ** 2)
@@ -102,7 +106,7 @@ def test_float32_request_returns_float32():
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
 
 
-# ----------------------------------------------------------------------------- circular velocity (METRICS.md M3)
+# ----------------------------------------------------------------------------- circular velocity (docs/metrics.rst M3)
 def _validation_common():
     """validation/common.py (the quadrature truths, no MGE), loaded by path: validation/ is not a package."""
     import importlib.util
@@ -159,7 +163,9 @@ def test_steep_cusps_outside_the_box_keep_their_profile():
     """The 3-D mass rows must not override the profile where the basis cannot place the cusp
     mass inside 3 pc (gamma up to 1.9 is allowed for the exact backend): rows on the whole
     M3D(<r_k) gave M1 ~ 10 here; the committed backend before them gave 0.03-0.38."""
-    a = np.array([0.487, 0.195, 0.087, 0.059]); bg = np.array([4.74, 3.75, 4.96, 1.20])
-    g = np.array([1.67, 1.78, 0.89, 1.79]); rb = np.array([1.0, 13.0, 10.0, 52.0])
+    a = np.array([0.487, 0.195, 0.087, 0.059])
+    bg = np.array([4.74, 3.75, 4.96, 1.20])
+    g = np.array([1.67, 1.78, 0.89, 1.79])
+    rb = np.array([1.0, 13.0, 10.0, 52.0])
     err = _profile_error(exact_amplitudes(a, g + bg, g, rb), a, g + bg, g, rb)
     assert torch.all(err < 0.4)

@@ -1,4 +1,4 @@
-"""METRICS.md M6 for the foundation entry points: bad inputs give a clear error, never NaN/Inf."""
+"""docs/metrics.rst M6 for the foundation entry points: bad inputs give a clear error, never NaN/Inf."""
 
 import math
 

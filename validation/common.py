@@ -1,4 +1,4 @@
-"""Shared pieces of the validation scripts: the METRICS.md M1 draws and analytic truths (no MGE).
+"""Shared pieces of the validation scripts: the docs/metrics.rst M1 draws and analytic truths (no MGE).
 
 ``spherical_nuker_vcirc_truth`` gives the exact circular velocity of a *spherical* Nuker
 galaxy (qobs = 1) plus a point-mass black hole, from the Nuker surface density of the seed
@@ -37,7 +37,7 @@ _EPSREL = 1e-11
 
 
 def draw_m1_shapes(rng, n):
-    """METRICS.md M1 draws from ``rng`` (numpy Generator): log10 alpha ~ U(-1, 1), gamma ~ U(0.001, 1.2),
+    """docs/metrics.rst M1 draws from ``rng`` (numpy Generator): log10 alpha ~ U(-1, 1), gamma ~ U(0.001, 1.2),
     beta - gamma ~ U(0.3, 3.0), log10(r_b / pc) ~ U(log10 2, log10 2000). Returns (alpha, beta, gamma, r_b_pc)."""
     alpha = 10 ** rng.uniform(-1, 1, n)
     gamma = rng.uniform(0.001, 1.2, n)

@@ -1,4 +1,4 @@
-"""Cube side of METRICS M4 / M4b: KinMS forward vs our cube forward and forward + backward.
+"""Cube side of docs/metrics.rst M4 / M4b: KinMS forward vs our cube forward and forward + backward.
 
     python validation/cube_speed.py [--repeats 7] [--threads N] [--nsamps 1000000] [--quick]
                                     [--cases ngc4697,expdisc]

@@ -1,5 +1,5 @@
 """Our differentiable gas cube against KinMS (independent Monte Carlo simulator), narrow lines,
-dispersion bias, plus METRICS M4 (cube).
+dispersion bias, plus docs/metrics.rst M4 (cube).
 
     python validation/cube_vs_kinms.py [--out validation/out/] [--nsamps 2000000] [--quick]
                                        [--parts cases,sigma0,dispersion[,m4]]

@@ -1,4 +1,4 @@
-"""METRICS.md M1 / M1b / kappa: accuracy of a Nuker -> MGE backend over the Appendix-A box.
+"""docs/metrics.rst M1 / M1b / kappa: accuracy of a Nuker -> MGE backend over the Appendix-A box.
 
     python validation/emulator_accuracy.py --backend exact --n 10000 --seed 1
 

@@ -1,4 +1,4 @@
-"""METRICS.md M4, Nuker -> MGE part: mgefit.mge_fit_1d per profile vs the nn and exact backends batched.
+"""docs/metrics.rst M4, Nuker -> MGE part: mgefit.mge_fit_1d per profile vs the nn and exact backends batched.
 
 Side by side in one run: ``mge_fit_1d`` on a few dozen M1 profiles (one call each, quiet,
 no plot) against one batched call of each backend over 10,000 profiles. Prints JSON
@@ -14,7 +14,6 @@ import math
 import sys
 import time
 
-import numpy as np
 import torch
 
 from nuker_mge_plugin.basis import metric_radii_pc

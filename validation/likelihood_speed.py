@@ -1,4 +1,4 @@
-"""METRICS.md M4b: the likelihood path (cube -> gridded model -> chi^2 -> gradient) against KinMS.
+"""docs/metrics.rst M4b: the likelihood path (cube -> gridded model -> chi^2 -> gradient) against KinMS.
 
     python validation/likelihood_speed.py [--repeats 3] [--n-ant 30] [--n-times 10] [--threads N]
 

@@ -1,4 +1,4 @@
-"""METRICS.md M7 on an analytic target: ESS per second of Fisher-preconditioned vs identity-mass MALA.
+"""docs/metrics.rst M7 on an analytic target: ESS per second of Fisher-preconditioned vs identity-mass MALA.
 
 Target: a correlated Gaussian in ``d`` dimensions (default 15, like Table 1) with a random rotation
 and covariance eigenvalues log-spaced over ``--cond`` (condition number). Both samplers run the
@@ -13,7 +13,7 @@ Reported per sampler: bulk and tail ESS (``arviz.ess``) of coordinate 0 (the rol
 and of the slowest-mixing direction (the top principal axis, smallest ESS over the eigen-directions),
 the tuned step size and acceptance, wall time, gradient evaluations; ESS per second and per
 gradient evaluation, and the fisher / identity ratios. Absolute times are machine-dependent: quote
-the ratios (METRICS.md); wall times are the best of ``--repeats`` interleaved runs. The fisher
+the ratios (docs/metrics.rst); wall times are the best of ``--repeats`` interleaved runs. The fisher
 run's wall time includes its Fisher evaluations (the one-time torch.func warm-up is paid before
 either run). With an ESS of order 10 (identity mass, large ``--cond``) and R-hat >> 1 the ratio is
 an order of magnitude only.

@@ -1,4 +1,4 @@
-"""METRICS.md M4 (vcirc), the stacked form: ``np.stack`` of B Nuker MGE objects at one distance.
+"""docs/metrics.rst M4 (vcirc), the stacked form: ``np.stack`` of B Nuker MGE objects at one distance.
 
 Side by side in one run: jampy's ``vcirc`` looped over B = 256 models, ours on the stacked
 (B, 64) ``sigma_arcsec`` (identical rows) and on the shared (64,) row, 100 radii. Prints JSON with

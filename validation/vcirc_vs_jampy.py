@@ -1,9 +1,9 @@
-"""METRICS.md M2, M3 and M4-vcirc: our torch circular velocity against jampy and analytic truths.
+"""docs/metrics.rst M2, M3 and M4-vcirc: our torch circular velocity against jampy and analytic truths.
 
     python validation/vcirc_vs_jampy.py [--n-tables 200] [--n-m3 200] [--backend exact|nn] [--seed 1]
 
 M2: >= 200 MGE tables (Nuker MGEs from M1 draws through the chosen backend, with Sigma_b, qobs,
-    inclination, distance and M_BH as METRICS.md says, plus corner cases and the jampy example
+    inclination, distance and M_BH as docs/metrics.rst says, plus corner cases and the jampy example
     MGE of Cappellari 2020 Table 1); 50 radii in [0.01", 10"]. eps = max_r |v/v_ref - 1| against
     (a) jampy.mge.vcirc (overall and at radii <= sigma_max/3) and (b) scipy.integrate.quad of
     eq. (45) per Gaussian and radius at epsrel 1e-12; ours in float64 and float32.
@@ -31,12 +31,12 @@ import json  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from importlib import resources
+from importlib import resources  # noqa: E402
 
-import numpy as np
-import torch
-from scipy.integrate import quad
-from tqdm import tqdm
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from scipy.integrate import quad  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
@@ -144,7 +144,7 @@ def measure_m2(tables):
 def measure_m3(rng, n, backend, mbh_range=(1e6, 6.3e9), draw=draw_m1_shapes):
     """M3 errors of ``n`` shapes from ``draw(rng, n)``: returns (r_pc, err, err_stellar, alpha).
 
-    ``err`` = v / v_true - 1 with the black hole (METRICS.md M3); ``err_stellar`` the same with
+    ``err`` = v / v_true - 1 with the black hole (docs/metrics.rst M3); ``err_stellar`` the same with
     M_BH = 0 in both: a heavy black hole dominates v_c at small r and hides the MGE's error there.
     The truth is computed once without the black hole and the point mass added exactly.
     """

@@ -8,6 +8,10 @@ Use it like kinms_fitter's own ``velocity_profs.mge_vcirc``::
 Free parameters, in order (Table 1 names): ``intensity_rb`` = log10 Sigma_b [Msun/pc^2],
 ``break_r`` [arcsec], ``alpha``, ``gamma_minus_beta`` (< 0), ``gamma``, ``qintr`` (intrinsic axis
 ratio, so every inclination deprojects) and ``logMBH`` [log10 Msun].
+
+Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
+Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,
+arXiv:2511.20746 (docs/references.rst).
 """
 
 import numpy as np

@@ -4,8 +4,8 @@ Every convention about where a pixel or a uv cell sits is written here once; the
 visibility model, the gridder, the direct Fourier sum and the mock generator all take a
 :class:`SkyGrid` (or its :class:`UVGrid`) instead of re-deriving it.
 
-Sky (KinMS's layout, measured on KinMS 3.0.14; docs/conventions in DESIGN.md)
---------------------------------------------------------------------------
+Sky (KinMS's layout, measured on KinMS 3.0.14; docs/conventions.rst)
+-------------------------------------------------------------------
 * Arrays are ``(x, y)`` = ``(n_x, n_y)``; pixel ``(ix, iy)`` is centred at the offset
   ``x = (ix - n_x/2) cell``, ``y = (iy - n_y/2) cell`` [arcsec] from the reference (phase centre):
   for even sizes the reference is the centre of pixel ``n//2``; for odd sizes it lies half a pixel

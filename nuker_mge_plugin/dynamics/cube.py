@@ -506,7 +506,7 @@ class DiscParams:
         return self.velProf.device
 
     @property
-    def gasSigma_profile(self):
+    def gasSigma_profile(self):  # noqa: N802 -- KinMS's keyword name
         """True when ``gasSigma`` is a profile on ``velRad`` (KinMS's radius-dependent dispersion)."""
         return self.gasSigma.shape[-1] > 1
 

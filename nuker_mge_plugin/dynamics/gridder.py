@@ -14,7 +14,7 @@ model image's :class:`~.coords.SkyGrid`; conventions in coords.py), per channel:
 * a cell with fewer than ``min_count`` (5) samples in its window has the window grown by
   ``grow_step`` cells at a time up to ``max_halfwidth``; ``halfwidth`` records the final size.
 
-What it does about the pitfalls (DESIGN.md):
+What it does about the pitfalls (docs/design.rst, "Pitfalls"):
 
 * **Hermitian conjugates.** Every visibility is also used as its conjugate ``(-u, -v, V*)``, and only
   the half-plane cells of ``UVGrid.half_plane_mask()`` are produced (u > 0, or u = 0 and v > 0; the
@@ -56,6 +56,10 @@ which a likelihood treating all cells as independent over-counts by up to ``over
 
 Memory is linear in the number of visibilities: they are processed in chunks of ``chunk`` rows;
 ``samples`` holds 24 bytes per sample-cell use (``report["n_pairs"]``).
+
+Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
+Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,
+arXiv:2511.20746 (docs/references.rst).
 """
 
 import math

@@ -34,7 +34,7 @@ on [0, 1], and one fixed Gauss-Legendre rule serves every Gaussian, radius and f
 The rule is smooth in all inputs, so autograd gives exact derivatives of the approximant.
 
 The sum over Gaussians (whose amplitudes may have either sign for least-squares MGEs) is
-done in float64 even for float32 inputs, as DESIGN.md asks for reductions.
+done in float64 even for float32 inputs, as docs/design.rst ("Numerical rules") asks for reductions.
 
 Fast path (shared sigma and radii; see the comment above ``_mge_sum_fast``)
 ---------------------------------------------------------------------------
@@ -153,7 +153,8 @@ def _to_tensor(name, x, dtype, device):
         raise TypeError(f"{name} must be a number or an array of numbers, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
         raise TypeError(f"{name} must be real, got a complex array")
-    return torch.as_tensor(arr.astype(np.float64, copy=False), device=device).to(dtype)
+    # a copy of read-only arrays (an MGE's table): torch warns on, and must not write through, them
+    return torch.as_tensor(arr.astype(np.float64, copy=not arr.flags.writeable), device=device).to(dtype)
 
 
 def _describe_bad(t, bad):

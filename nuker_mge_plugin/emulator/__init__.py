@@ -8,6 +8,10 @@ names the parameter, unless ``clamp=True`` asks for the inputs to be clipped to 
 
 Sub-modules: ``data`` (training data), ``model`` (the network), ``train`` (the
 ``nuker-mge train`` command), ``export`` (TorchScript + state_dict files).
+
+Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
+Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,
+arXiv:2511.20746 (docs/references.rst).
 """
 
 from pathlib import Path

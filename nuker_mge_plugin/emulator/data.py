@@ -11,8 +11,12 @@ each spans two (alpha 0.1-10) or three (r_b 2 pc - 2 kpc) decades and acts
 multiplicatively (the transition width in ln R is ~1/alpha; r_b shifts the profile in
 ln R). A linear 50-point alpha grid would put only 1 of its 50 values below alpha = 0.3
 and half of them above 5, where the profile barely changes with alpha. gamma and
-beta - gamma are slopes and are spaced linearly. METRICS.md M1 samples the same
+beta - gamma are slopes and are spaced linearly. docs/metrics.rst M1 samples the same
 coordinates uniformly, so training and evaluation see the same density.
+
+Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
+Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,
+arXiv:2511.20746 (docs/references.rst).
 """
 
 import functools
@@ -140,7 +144,7 @@ def make_sampler(grid, seed, device="cpu"):
 
 
 def sample_box(n, seed, dtype=torch.float64):
-    """``n`` seeded shape vectors (n, 4) drawn as METRICS.md M1 prescribes (held-out sets)."""
+    """``n`` seeded shape vectors (n, 4) drawn as docs/metrics.rst M1 prescribes (held-out sets)."""
     g = torch.Generator().manual_seed(seed)
     return unit_to_params(torch.rand(n, 4, generator=g, dtype=dtype))
 

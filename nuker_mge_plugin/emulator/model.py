@@ -20,6 +20,10 @@ octaves of sines and cosines of each (Fourier features, Tancik et al. 2020). A s
 (alpha >= 5) break moves across the log-spaced Gaussian grid as r_b changes, so the
 amplitudes vary on a scale of one grid step (0.06 dex) in log r_b; plain MLP inputs make
 such high frequencies slow to learn.
+
+Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
+Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,
+arXiv:2511.20746 (docs/references.rst).
 """
 
 import torch

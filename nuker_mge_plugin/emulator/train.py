@@ -5,7 +5,7 @@ seed paper's eq. (4) but on fractional errors, since the profiles span ~15 decad
 
     mean_j e_j^2 + w_M e_M^2 + w_max max_j e_j^2,
     e_j = Sigma_MGE(r_j) / Sigma_N(r_j) - 1   over log-spaced r_j in [3 pc, 3 kpc],
-    e_M = M2D_MGE(<3 pc) / M2D_N(<3 pc) - 1   (METRICS.md M1b; it sets v_c at small radii).
+    e_M = M2D_MGE(<3 pc) / M2D_N(<3 pc) - 1   (docs/metrics.rst M1b; it sets v_c at small radii).
 
 The max term targets the M1 statistic itself (the max over radii), which a mean-square
 loss lets grow in the few narrow features (sharp alpha >= 5 breaks) where it sits.
@@ -17,8 +17,13 @@ With ``--steps`` a run is deterministic for a given seed and device (CUDA: deter
 cuBLAS workspace). With only ``--minutes`` the step count, and with it the cosine
 schedule, is fixed from the throughput measured over the first steps and stored in the
 checkpoint: a resumed run keeps it.
+
+Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
+Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,
+arXiv:2511.20746 (docs/references.rst).
 """
 
+import argparse
 import json
 import math
 import os
@@ -73,7 +78,7 @@ def loss_terms(e_prof, e_mass, mass_weight, max_weight):
 
 
 def m1_per_draw(amp, params, radii_pc=None):
-    """METRICS.md M1 quantities per draw: eps (max fractional error over 3 pc-3 kpc), M1b, kappa.
+    """docs/metrics.rst M1 quantities per draw: eps (max fractional error over 3 pc-3 kpc), M1b, kappa.
 
     ``amp`` (B, 64) amplitudes for Sigma_b = 1, ``params`` (B, 4) = (alpha, beta, gamma, r_b_pc).
     Returns three float64 numpy arrays of shape (B,).
@@ -457,56 +462,116 @@ def plot_log(log, path):
 # Command line
 # ---------------------------------------------------------------------------------------------
 
+def _number(kind, lo=None, hi=None, lo_open=False, hi_open=False):
+    """argparse ``type=``: a finite ``kind`` (int or float) in [lo, hi] (``*_open``: excluded)."""
+    def parse(text):
+        try:
+            x = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") \
+                from None
+        bad = not math.isfinite(x) or (lo is not None and (x <= lo if lo_open else x < lo)) \
+            or (hi is not None and (x >= hi if hi_open else x > hi))
+        if bad:
+            rng = (("(" if lo_open else "[") + ("-inf" if lo is None else f"{lo:g}") + ", "
+                   + ("inf" if hi is None else f"{hi:g}") + (")" if hi_open or hi is None else "]"))
+            raise argparse.ArgumentTypeError(f"{text} is invalid: it must be finite and in {rng}")
+        return x
+    parse.__name__ = kind.__name__
+    return parse
+
+
+_POS_INT = _number(int, 1)
+_NONNEG_INT = _number(int, 0)
+_POS_FLOAT = _number(float, 0, lo_open=True)
+_NONNEG_FLOAT = _number(float, 0)
+
+
 def add_cli(subparsers):
     """Register the ``train`` sub-command on an argparse ``subparsers`` object."""
     p = subparsers.add_parser("train", help="train the Nuker -> MGE neural emulator",
-                              description=__doc__.split("\n\n")[0])
+                              description=__doc__.split("\n\n")[0].replace("``", "'"),
+                              formatter_class=_formatter())
     p.add_argument("--out", required=True, help="output folder: checkpoint, log, PNG and the exported emulator")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget of this invocation")
-    p.add_argument("--steps", type=int, default=None, help="total optimiser steps (deterministic schedule)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="training device")
+    p.add_argument("--minutes", type=_POS_FLOAT, default=None,
+                   help="wall-clock budget of this invocation [min]; without --steps it also fixes the schedule")
+    p.add_argument("--steps", type=_POS_INT, default=None, help="total optimiser steps (deterministic schedule)")
+    p.add_argument("--seed", type=_NONNEG_INT, default=0, help="seed of the initial weights, batches and jitter")
     p.add_argument("--grid", default=DEFAULTS["grid"], choices=("paper", "random"),
                    help="paper: the 50^4 Appendix-A grid; random: continuous uniform draws in the same box")
-    p.add_argument("--width", type=int, default=DEFAULTS["width"])
-    p.add_argument("--depth", type=int, default=DEFAULTS["depth"], help="number of hidden layers")
-    p.add_argument("--output", default=DEFAULTS["output"], choices=OUTPUTS)
+    p.add_argument("--width", type=_POS_INT, default=DEFAULTS["width"], help="neurons per hidden layer")
+    p.add_argument("--depth", type=_POS_INT, default=DEFAULTS["depth"], help="number of hidden layers")
+    p.add_argument("--output", default=DEFAULTS["output"], choices=OUTPUTS,
+                   help="output head: how the network's 64 outputs become amplitudes (emulator/model.py)")
     p.add_argument("--c", type=float, default=DEFAULTS["c"], help="offset of the nuker_scaled output head")
-    p.add_argument("--n-fourier", type=int, default=DEFAULTS["n_fourier"],
+    p.add_argument("--n-fourier", type=_NONNEG_INT, default=DEFAULTS["n_fourier"],
                    help="octaves of Fourier input features per box coordinate (0: plain inputs)")
-    p.add_argument("--batch", type=int, default=DEFAULTS["batch"])
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
-    p.add_argument("--lr-min", type=float, default=DEFAULTS["lr_min"])
-    p.add_argument("--warmup", type=int, default=DEFAULTS["warmup"])
-    p.add_argument("--mass-weight", type=float, default=DEFAULTS["mass_weight"])
-    p.add_argument("--max-weight", type=float, default=DEFAULTS["max_weight"])
-    p.add_argument("--n-radii", type=int, default=DEFAULTS["n_radii"])
-    p.add_argument("--dtype", default=DEFAULTS["dtype"], choices=("float64", "float32"))
-    p.add_argument("--eval-n", type=int, default=DEFAULTS["eval_n"], help="held-out M1 draws")
-    p.add_argument("--n-evals", type=int, default=DEFAULTS["n_evals"], help="held-out evaluations per run")
-    p.add_argument("--ckpt-every-s", type=float, default=DEFAULTS["ckpt_every_s"])
-    p.add_argument("--hard-fraction", type=float, default=DEFAULTS["hard_fraction"],
+    p.add_argument("--batch", type=_POS_INT, default=DEFAULTS["batch"], help="Nuker shapes per optimiser step")
+    p.add_argument("--lr", type=_POS_FLOAT, default=DEFAULTS["lr"], help="peak Adam learning rate")
+    p.add_argument("--lr-min", type=_NONNEG_FLOAT, default=DEFAULTS["lr_min"],
+                   help="learning rate at the end of the cosine decay")
+    p.add_argument("--warmup", type=_NONNEG_INT, default=DEFAULTS["warmup"],
+                   help="steps of linear learning-rate warm-up")
+    p.add_argument("--mass-weight", type=_NONNEG_FLOAT, default=DEFAULTS["mass_weight"],
+                   help="weight w_M of the squared 3-pc projected-mass error in the loss")
+    p.add_argument("--max-weight", type=_NONNEG_FLOAT, default=DEFAULTS["max_weight"],
+                   help="weight w_max of the worst squared profile error of each shape in the loss")
+    p.add_argument("--n-radii", type=_POS_INT, default=DEFAULTS["n_radii"],
+                   help="log-spaced radii in 3 pc-3 kpc per step (jittered every step)")
+    p.add_argument("--dtype", default=DEFAULTS["dtype"], choices=("float64", "float32"),
+                   help="floating-point type of the network and the loss")
+    p.add_argument("--eval-n", type=_POS_INT, default=DEFAULTS["eval_n"], help="held-out M1 draws")
+    p.add_argument("--n-evals", type=_POS_INT, default=DEFAULTS["n_evals"], help="held-out evaluations per run")
+    p.add_argument("--ckpt-every-s", type=_POS_FLOAT, default=DEFAULTS["ckpt_every_s"],
+                   help="seconds between checkpoints (besides one at every held-out evaluation)")
+    p.add_argument("--hard-fraction", type=_number(float, 0, 1, hi_open=True), default=DEFAULTS["hard_fraction"],
                    help="fraction of each batch drawn around the worst shapes of a mined pool (0: off)")
-    p.add_argument("--hard-pool", type=int, default=DEFAULTS["hard_pool"], help="random shapes per mining round")
-    p.add_argument("--hard-keep", type=int, default=DEFAULTS["hard_keep"], help="worst shapes kept per round")
-    p.add_argument("--hard-every", type=int, default=DEFAULTS["hard_every"], help="steps between mining rounds")
-    p.add_argument("--hard-jitter", type=float, default=DEFAULTS["hard_jitter"],
+    p.add_argument("--hard-pool", type=_POS_INT, default=DEFAULTS["hard_pool"], help="random shapes per mining round")
+    p.add_argument("--hard-keep", type=_POS_INT, default=DEFAULTS["hard_keep"], help="worst shapes kept per round")
+    p.add_argument("--hard-every", type=_POS_INT, default=DEFAULTS["hard_every"], help="steps between mining rounds")
+    p.add_argument("--hard-jitter", type=_NONNEG_FLOAT, default=DEFAULTS["hard_jitter"],
                    help="Gaussian scatter around kept shapes, in unit-box coordinates")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=_POS_INT, default=None, help="torch CPU threads (default: torch's own)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
     p.add_argument("--init-from", default=None,
                    help="start from these weights (emulator_state.pt or checkpoint.pt; fine-tuning)")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--tqdm-interval", type=float, default=1.0, help="seconds between progress-bar refreshes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--tqdm-interval", type=_POS_FLOAT, default=1.0, help="seconds between progress-bar refreshes")
     p.set_defaults(func=_cli_train)
     return p
+
+
+def _formatter():
+    """The command line's help formatter (defaults shown), or argparse's own if cli is unavailable."""
+    try:
+        from ..cli import HelpFormatter
+    except ImportError:  # pragma: no cover - cli is part of the package
+        return argparse.ArgumentDefaultsHelpFormatter
+    return HelpFormatter
+
+
+def check_cli_args(cfg):
+    """Refuse, before anything is created, what would fail later or train silently wrong (ValueError)."""
+    if cfg["minutes"] is None and cfg["steps"] is None:
+        raise ValueError("give --minutes or --steps")
+    if cfg["device"] == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    out = Path(cfg["out"])
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    if cfg["lr_min"] > cfg["lr"]:
+        raise ValueError(f"--lr-min {cfg['lr_min']:g} is above --lr {cfg['lr']:g}")
+    if cfg["hard_fraction"] > 0 and cfg["hard_keep"] > cfg["hard_pool"]:
+        raise ValueError(f"--hard-keep {cfg['hard_keep']} is above --hard-pool {cfg['hard_pool']}")
+    if cfg["init_from"] is not None and not Path(cfg["init_from"]).is_file():
+        raise ValueError(f"--init-from {cfg['init_from']}: no such file")
 
 
 def _cli_train(args):
     cfg = {k: v for k, v in vars(args).items() if k not in ("func", "no_progress", "command")}
     cfg["command"] = " ".join(shlex.quote(a) for a in sys.argv)
-    if cfg["minutes"] is None and cfg["steps"] is None:
-        raise SystemExit("nuker-mge train: give --minutes or --steps")
+    check_cli_args(cfg)
     log = train(cfg, progress=not args.no_progress)
     print(json.dumps({"out": str(cfg["out"]), "steps": log["total_steps"], "completed": log["completed"],
                       "wall_s": round(log["wall_s"], 1), "held_out_m1": log["final_eval"]}, indent=1))
@@ -515,12 +580,15 @@ def _cli_train(args):
 
 def main(argv=None):
     """``python -m nuker_mge_plugin.emulator.train ...``: the train sub-command alone."""
-    import argparse
     parser = argparse.ArgumentParser(prog="nuker-mge")
     sub = parser.add_subparsers(dest="command", required=True)
     add_cli(sub)
     args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ValueError as err:
+        print(f"nuker-mge train: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,817 @@
+"""``nuker-mge survey``: fit many galaxies, one Dask task each, with resume and a results table.
+
+A survey file names ``nuker-mge fit`` configurations (paths relative to the survey file) and a
+Dask scheduler::
+
+    [survey]
+    galaxies = ["ngc4697.toml", "ngc4429.toml", "mock_07.toml"]
+    retries = 2                  # Dask retries of a task whose fit raised or whose worker died
+
+    [scheduler]
+    address = "local"            # an embedded LocalCluster sized to this machine (default),
+                                 # or "tcp://host:8786": an existing Dask scheduler
+    # n_workers = 2              # local only: worker processes (default: one per core, at most
+                                 # one per galaxy)
+    # [scheduler.jobqueue]       # a dask-jobqueue cluster (SLURM, PBS, SGE): see JOBQUEUE_KEYS
+
+Each galaxy ``NAME`` (its configuration's file stem) is fitted by :func:`fit_galaxy` on a worker
+into ``OUT/NAME/`` (the fit's own directory: checkpoints under ``chains/``, ``summary.json`` ...),
+all its chains batched on the worker's device. Only paths travel to the workers, which need this
+package installed and the files on a shared file system.
+
+Resume: a galaxy with ``OUT/NAME/summary.json`` is finished and skipped; any other runs with
+``run_fit(..., resume=True)``, which continues from the checkpoints there (or starts afresh when
+there are none). A worker that dies mid-fit has its task rescheduled by Dask (up to ``retries``
+times: the scheduler's ``allowed-failures`` for the embedded clusters), and the new attempt
+resumes from the last checkpoint. ``OUT/NAME/attempts.jsonl`` records every attempt (worker, pid,
+start, end) and ``OUT/NAME/fit.log`` the fit's log.
+
+Results: ``OUT/results.csv`` and ``OUT/results.ecsv`` (one row per galaxy: ``galaxy``, ``status``,
+``<param>_mean``, ``<param>_std``, ``<param>_r_hat``, ``<param>_ess_bulk`` for every free
+parameter, ``wall_time_s``, ``worker``, ``error``, then ``log10_mbh_median``,
+``log10_mbh_hdi68_low``, ``log10_mbh_hdi68_high``, ``log10_mbh_truth``) and ``OUT/survey_mbh.png``
+(log10 M_BH with its 68% HDI per galaxy, against the truth for mocks).
+
+Dask (``distributed``, ``dask-jobqueue``) is the optional ``survey`` extra:
+``pip install 'nuker-mge-plugin[survey]'``.
+"""
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import socket
+import sys
+import threading
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .inference.config import ConfigError, _suggest, load_config
+
+__all__ = ["SurveyConfig", "SurveyGalaxy", "SchedulerConfig", "JobqueueConfig", "load_survey", "fit_galaxy",
+           "galaxy_state", "make_cluster", "job_script", "run_survey", "results_rows", "write_results_table",
+           "plot_survey", "SurveyError"]
+
+#: Keys of ``[survey]``.
+SURVEY_KEYS = ("galaxies", "retries")
+#: Keys of ``[scheduler]`` (``jobqueue`` is the sub-table).
+SCHEDULER_KEYS = ("address", "n_workers", "torch_threads", "dashboard_address", "jobqueue")
+#: Keys of ``[scheduler.jobqueue]``.
+JOBQUEUE_KEYS = ("kind", "cores", "memory", "walltime", "processes", "gpus", "queue", "account",
+                 "job_extra_directives", "job_script_prologue", "local_directory", "log_directory", "interface",
+                 "python", "minimum_jobs", "maximum_jobs")
+JOBQUEUE_KINDS = ("slurm", "pbs", "sge")
+#: Dask resource every fit task claims on a jobqueue worker: one fit per worker process at a time,
+#: with all of the process's cores for torch.
+FIT_RESOURCE = "nuker_mge_fit"
+#: The structured-event topic workers report fit starts on (the progress line's "running").
+EVENT_TOPIC = "nuker-mge-survey"
+
+_ADDRESS = re.compile(r"^(tcp|tls|ucx|inproc|ws|wss)://[^\s/]+$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+class SurveyError(ConfigError):
+    """A bad survey file: one line naming the key (``section.key``) and what it expects."""
+
+
+@dataclass(frozen=True)
+class SurveyGalaxy:
+    """One galaxy: ``name`` (the configuration's stem), its fit ``config`` path (absolute) and ``out_dir``."""
+
+    name: str
+    config: str
+    out_dir: str
+
+
+@dataclass(frozen=True)
+class JobqueueConfig:
+    """``[scheduler.jobqueue]``: a dask-jobqueue cluster; every job runs ``processes`` worker processes.
+
+    kind : "slurm" | "pbs" | "sge"
+    cores : int
+        Cores per job (split between its processes; each process fits one galaxy at a time with
+        ``cores / processes`` torch threads).
+    memory : str
+        Memory per job, e.g. ``"16GB"``.
+    walltime : str or None
+        e.g. ``"04:00:00"``.
+    processes : int
+        Worker processes (= galaxies fitted at once) per job (default 1).
+    gpus : int
+        GPUs per job (default 0): ``--gres=gpu:N`` on SLURM, ``ngpus=N`` in the PBS ``select``
+        resource, ``-l gpu=N`` on SGE. The galaxies' ``[sampler] device`` must then be ``"cuda"``.
+    queue, account : str or None
+        Partition/queue and account/project.
+    job_extra_directives : list of str
+        More scheduler directives, verbatim (e.g. ``["--constraint=a100"]``).
+    job_script_prologue : list of str
+        Shell lines run before the worker starts (``module load ...``, ``source venv/bin/activate``).
+    local_directory, log_directory, interface, python : str or None
+        dask-jobqueue's options of the same names.
+    minimum_jobs, maximum_jobs : int
+        Adaptive scaling bounds (default 0 and enough jobs for every unfinished galaxy).
+    """
+
+    kind: str
+    cores: int
+    memory: str
+    walltime: str | None = None
+    processes: int = 1
+    gpus: int = 0
+    queue: str | None = None
+    account: str | None = None
+    job_extra_directives: tuple = ()
+    job_script_prologue: tuple = ()
+    local_directory: str | None = None
+    log_directory: str | None = None
+    interface: str | None = None
+    python: str | None = None
+    minimum_jobs: int = 0
+    maximum_jobs: int | None = None
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """``[scheduler]``: ``address`` ``"local"`` (default), a scheduler address, or a jobqueue cluster."""
+
+    address: str = "local"
+    n_workers: int | None = None
+    torch_threads: int | None = None
+    dashboard_address: str = ":8787"
+    jobqueue: JobqueueConfig | None = None
+
+    @property
+    def kind(self):
+        return "jobqueue" if self.jobqueue is not None else ("local" if self.address == "local" else "remote")
+
+
+@dataclass(frozen=True)
+class SurveyConfig:
+    """The validated survey: its galaxies (their fit configurations already loaded and checked)."""
+
+    source: str
+    galaxies: tuple
+    scheduler: SchedulerConfig
+    retries: int = 2
+    fit_configs: dict = field(default_factory=dict, compare=False, repr=False)
+
+
+# ----------------------------------------------------------------------------- the survey file
+def _check_keys(name, raw, valid):
+    if not isinstance(raw, dict):
+        raise SurveyError(f"{name}: expects a [{name}] table, got {raw!r}")
+    for k in raw:
+        if k not in valid:
+            s = _suggest(k, valid)
+            hint = f" (did you mean {name}.{s}?)" if s else f" (valid: {', '.join(valid)})"
+            raise SurveyError(f"{name}.{k}: unknown key{hint}")
+
+
+def _int(sec, raw, key, default, *, ge):
+    v = raw.get(key, default)
+    if v is default:
+        return v
+    if isinstance(v, bool) or not isinstance(v, int) or v < ge:
+        raise SurveyError(f"{sec}.{key}: expects an integer >= {ge}, got {v!r}")
+    return v
+
+
+def _str(sec, raw, key, default, *, nonempty=True):
+    v = raw.get(key, default)
+    if v is default:
+        return v
+    if not isinstance(v, str) or (nonempty and not v.strip()):
+        raise SurveyError(f"{sec}.{key}: expects a{' non-empty' if nonempty else ''} string, got {v!r}")
+    return v
+
+
+def _str_list(sec, raw, key):
+    v = raw.get(key, [])
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise SurveyError(f"{sec}.{key}: expects a list of strings, got {v!r}")
+    return tuple(v)
+
+
+def _jobqueue(raw, n_galaxies):
+    sec = "scheduler.jobqueue"
+    _check_keys(sec, raw, JOBQUEUE_KEYS)
+    for k in ("kind", "cores", "memory"):
+        if k not in raw:
+            raise SurveyError(f"{sec}.{k}: required key is missing")
+    kind = raw["kind"]
+    if kind not in JOBQUEUE_KINDS:
+        raise SurveyError(f"{sec}.kind: expects one of {', '.join(map(repr, JOBQUEUE_KINDS))}, got {kind!r}")
+    cores = _int(sec, raw, "cores", None, ge=1)
+    memory = _str(sec, raw, "memory", None)
+    if not re.fullmatch(r"\s*\d+(\.\d+)?\s*[KMGTP]i?B\s*", memory, re.IGNORECASE):
+        raise SurveyError(f"{sec}.memory: expects a size like \"16GB\" or \"4GiB\", got {memory!r}")
+    walltime = _str(sec, raw, "walltime", None)
+    if walltime is not None and not re.fullmatch(r"(\d+-)?\d+(:\d\d){0,2}", walltime):
+        raise SurveyError(f"{sec}.walltime: expects [D-]HH:MM:SS, got {walltime!r}")
+    processes = _int(sec, raw, "processes", 1, ge=1)
+    if processes > cores:
+        raise SurveyError(f"{sec}.processes: expects at most cores = {cores} worker processes per job, "
+                          f"got {processes}")
+    minimum = _int(sec, raw, "minimum_jobs", 0, ge=0)
+    maximum = _int(sec, raw, "maximum_jobs", None, ge=1)
+    if maximum is not None and maximum < minimum:
+        raise SurveyError(f"{sec}.maximum_jobs: expects >= minimum_jobs = {minimum}, got {maximum}")
+    return JobqueueConfig(
+        kind=kind, cores=cores, memory=memory.strip(), walltime=walltime, processes=processes,
+        gpus=_int(sec, raw, "gpus", 0, ge=0), queue=_str(sec, raw, "queue", None),
+        account=_str(sec, raw, "account", None),
+        job_extra_directives=_str_list(sec, raw, "job_extra_directives"),
+        job_script_prologue=_str_list(sec, raw, "job_script_prologue"),
+        local_directory=_str(sec, raw, "local_directory", None), log_directory=_str(sec, raw, "log_directory", None),
+        interface=_str(sec, raw, "interface", None), python=_str(sec, raw, "python", None),
+        minimum_jobs=minimum, maximum_jobs=maximum)
+
+
+def _scheduler(raw, n_galaxies):
+    sec = "scheduler"
+    _check_keys(sec, raw, SCHEDULER_KEYS)
+    address = _str(sec, raw, "address", "local")
+    if address != "local" and not _ADDRESS.match(address):
+        raise SurveyError(f"scheduler.address: expects \"local\" or a scheduler address like "
+                          f"\"tcp://host:8786\", got {address!r}")
+    jq = raw.get("jobqueue")
+    if jq is not None and "address" in raw and address != "local":
+        raise SurveyError("scheduler.address: expects no address with [scheduler.jobqueue] (its scheduler runs "
+                          f"in this process), got {address!r}")
+    n_workers = _int(sec, raw, "n_workers", None, ge=1)
+    if n_workers is not None and (jq is not None or address != "local"):
+        raise SurveyError("scheduler.n_workers: expects address = \"local\" (a jobqueue cluster scales by "
+                          "minimum_jobs/maximum_jobs; a remote scheduler has its own workers)")
+    dash = _str(sec, raw, "dashboard_address", ":8787")
+    if "dashboard_address" in raw and address != "local" and jq is None:
+        raise SurveyError("scheduler.dashboard_address: expects an embedded cluster (address = \"local\" or "
+                          "[scheduler.jobqueue]); a remote scheduler serves its own dashboard")
+    return SchedulerConfig(address=address, n_workers=n_workers,
+                           torch_threads=_int(sec, raw, "torch_threads", None, ge=1), dashboard_address=dash,
+                           jobqueue=_jobqueue(jq, n_galaxies) if jq is not None else None)
+
+
+def load_survey(path, out_dir, *, check_fits=True):
+    """Read and validate a survey file; ``out_dir`` is the survey's results directory.
+
+    Every galaxy configuration is loaded with :func:`~nuker_mge_plugin.inference.config.load_config`
+    (``check_fits``), so a bad one fails here, before any cluster starts. Raises
+    :class:`SurveyError` (a ``ConfigError``, one line) on any problem.
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise SurveyError(f"{p}: survey file not found") from None
+    except IsADirectoryError:
+        raise SurveyError(f"{p}: expects a survey file, got a directory") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SurveyError(f"{p}: invalid TOML: {e}") from None
+    for sec in raw:
+        if sec not in ("survey", "scheduler"):
+            s = _suggest(sec, ("survey", "scheduler"))
+            raise SurveyError(f"{sec}: unknown section" + (f" (did you mean [{s}]?)" if s else
+                                                           " (valid: [survey], [scheduler])"))
+    if "survey" not in raw:
+        raise SurveyError("survey: required section is missing ([survey] galaxies = [...])")
+    sv = raw["survey"]
+    _check_keys("survey", sv, SURVEY_KEYS)
+    gal = sv.get("galaxies")
+    if gal is None:
+        raise SurveyError("survey.galaxies: required key is missing")
+    if not isinstance(gal, list) or not gal or not all(isinstance(g, str) and g.strip() for g in gal):
+        raise SurveyError(f"survey.galaxies: expects a non-empty list of fit configuration paths, got {gal!r}")
+    retries = _int("survey", sv, "retries", 2, ge=0)
+    base = p.resolve().parent
+    out = Path(out_dir).expanduser().resolve()
+    galaxies, seen, cfgs = [], {}, {}
+    for i, g in enumerate(gal):
+        q = Path(g).expanduser()
+        q = (q if q.is_absolute() else base / q).resolve()
+        key = f"survey.galaxies[{i}]"
+        if not q.is_file():
+            raise SurveyError(f"{key}: expects an existing fit configuration file, got {g!r} ({q} not found)")
+        name = q.stem
+        if not _NAME.match(name):
+            raise SurveyError(f"{key}: expects a file name usable as a directory name (letters, digits, . _ + -), "
+                              f"got {name!r}")
+        if name in seen:
+            raise SurveyError(f"{key}: duplicate galaxy name {name!r} (also survey.galaxies[{seen[name]}]): "
+                              "each galaxy's output directory is named after its configuration's stem")
+        seen[name] = i
+        if check_fits:
+            try:
+                cfgs[name] = load_config(q)
+            except ConfigError as e:
+                raise SurveyError(f"{key} ({g}): {e}") from None
+        galaxies.append(SurveyGalaxy(name=name, config=str(q), out_dir=str(out / name)))
+    sched = _scheduler(raw.get("scheduler", {}), len(galaxies))
+    return SurveyConfig(source=str(p.resolve()), galaxies=tuple(galaxies), scheduler=sched, retries=retries,
+                        fit_configs=cfgs)
+
+
+def galaxy_state(galaxy):
+    """``"done"`` (``summary.json`` exists), ``"resume"`` (a checkpoint or MAP exists) or ``"new"``."""
+    d = Path(galaxy.out_dir)
+    if (d / "summary.json").is_file():
+        return "done"
+    if (d / "map.json").is_file() or (d / "chains").is_dir():
+        return "resume"
+    return "new"
+
+
+# ----------------------------------------------------------------------------- the task on a worker
+def _append_jsonl(path, obj):
+    with open(path, "a") as f:
+        f.write(json.dumps(obj) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_attempts(out_dir):
+    """The records of ``OUT/NAME/attempts.jsonl`` (a list of dicts; empty if none)."""
+    p = Path(out_dir) / "attempts.jsonl"
+    if not p.is_file():
+        return []
+    out = []
+    for line in p.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a killed worker
+            continue
+    return out
+
+
+def _worker_info():
+    """(worker address or 'local', its nthreads, whether it carries the fit resource)."""
+    try:
+        from distributed import get_worker
+        w = get_worker()
+    except (ImportError, ValueError):
+        return f"{socket.gethostname()}:{os.getpid()}", 1, False
+    return w.address, w.state.nthreads, FIT_RESOURCE in (w.state.total_resources or {})
+
+
+def _emit(name, event, **info):
+    try:
+        from distributed import get_worker
+        get_worker().log_event(EVENT_TOPIC, dict(galaxy=name, event=event, **info))
+    except (ImportError, ValueError):
+        pass
+
+
+def _cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _local_dask():
+    try:
+        import dask
+    except ImportError:
+        import contextlib
+        return contextlib.nullcontext()
+    return dask.config.set(scheduler="synchronous")
+
+
+def fit_galaxy(name, config_path, out_dir, torch_threads=None):
+    """Run (or finish) one galaxy's fit in ``out_dir``; the task each galaxy is on a worker.
+
+    Idempotent: returns at once for a finished fit (``summary.json``), otherwise runs
+    ``run_fit(..., resume=True)``, which continues from the checkpoints. torch uses
+    ``torch_threads`` threads (None: the worker's threads on a jobqueue worker, else this
+    machine's cores over the worker's threads); the fit's own ``[sampler] threads`` wins.
+    Returns ``dict(galaxy, worker, wall_time_s, resumed, attempt)``.
+    """
+    import torch
+
+    from .inference.fit import run_fit
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    worker, nthreads, has_res = _worker_info()
+    if (out / "summary.json").is_file():
+        done = [a for a in read_attempts(out) if a.get("event") == "done"]
+        return dict(galaxy=name, worker=done[-1]["worker"] if done else worker, wall_time_s=None, resumed=False,
+                    attempt=len(done), skipped=True)
+    attempt = sum(1 for a in read_attempts(out) if a.get("event") == "start") + 1
+    resumed = (out / "map.json").is_file() or (out / "chains").is_dir()
+    if torch_threads is None:
+        torch_threads = nthreads if has_res else max(1, _cpu_count() // max(1, nthreads))
+    torch.set_num_threads(int(torch_threads))
+    _append_jsonl(out / "attempts.jsonl", dict(event="start", attempt=attempt, worker=worker,
+                                               host=socket.gethostname(), pid=os.getpid(), time=time.time(),
+                                               resumed=resumed, torch_threads=int(torch_threads)))
+    _emit(name, "start", attempt=attempt, resumed=resumed, worker=worker)
+    t0 = time.perf_counter()
+    with open(out / "fit.log", "a") as logf:
+        def log(msg):
+            logf.write(f"{msg}\n")
+            logf.flush()
+        log(f"--- attempt {attempt} on {worker} (pid {os.getpid()}){', resuming' if resumed else ''}")
+        try:
+            cfg = load_config(config_path)
+            # any dask computation inside the fit (xarray, arviz) stays in this thread: on a worker
+            # dask's default would send it back to the cluster, whose threads the fits occupy
+            with _local_dask():
+                run_fit(cfg, out, resume=True, progress=False, log=log)
+        except BaseException as e:
+            import traceback
+            wall = time.perf_counter() - t0
+            log("".join(traceback.format_exception(e)).rstrip())
+            _append_jsonl(out / "attempts.jsonl", dict(event="error", attempt=attempt, worker=worker,
+                                                       pid=os.getpid(), time=time.time(), wall_time_s=wall,
+                                                       error=f"{type(e).__name__}: {e}"))
+            _emit(name, "error", attempt=attempt, worker=worker, error=_error_text(e))
+            raise
+    wall = time.perf_counter() - t0
+    _append_jsonl(out / "attempts.jsonl", dict(event="done", attempt=attempt, worker=worker, pid=os.getpid(),
+                                               time=time.time(), wall_time_s=wall))
+    return dict(galaxy=name, worker=worker, wall_time_s=wall, resumed=resumed, attempt=attempt, skipped=False)
+
+
+# ----------------------------------------------------------------------------- clusters
+def _jobqueue_kwargs(jq, *, dashboard_address=":8787"):
+    kw = dict(cores=jq.cores, memory=jq.memory, processes=jq.processes,
+              job_extra_directives=list(jq.job_extra_directives),
+              job_script_prologue=list(jq.job_script_prologue),
+              worker_extra_args=["--resources", f"{FIT_RESOURCE}=1"],
+              scheduler_options={"dashboard_address": dashboard_address})
+    for k in ("walltime", "queue", "account", "local_directory", "log_directory", "interface", "python"):
+        v = getattr(jq, k)
+        if v is not None:
+            kw["project" if (k == "account" and jq.kind == "sge") else k] = v  # SGE: -P project
+    if jq.gpus:
+        if jq.kind == "slurm":
+            kw["job_extra_directives"].append(f"--gres=gpu:{jq.gpus}")
+        elif jq.kind == "pbs":
+            mem = _pbs_mem(jq.memory)
+            kw["resource_spec"] = f"select=1:ncpus={jq.cores}:ngpus={jq.gpus}:mem={mem}"
+        else:  # sge: the GPU resource name is site-specific; "gpu" is the common one
+            kw["job_extra_directives"].append(f"-l gpu={jq.gpus}")
+    return kw
+
+
+def _pbs_mem(memory):
+    """"16GB" / "16GiB" -> "16gb" (PBS's units: an integer with kb, mb, gb, tb; fractions -> mb)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP])i?B\s*", memory, re.IGNORECASE)
+    num, unit = float(m.group(1)), m.group(2).lower()
+    if num.is_integer():
+        return f"{int(num)}{unit}b"
+    scale = {"k": 2**-10, "m": 1, "g": 2**10, "t": 2**20, "p": 2**30}[unit]
+    return f"{max(1, int(num * scale))}mb"
+
+
+def _jobqueue_cluster(jq, dashboard_address):
+    import dask_jobqueue
+    cls = dict(slurm=dask_jobqueue.SLURMCluster, pbs=dask_jobqueue.PBSCluster, sge=dask_jobqueue.SGECluster)[jq.kind]
+    return cls(**_jobqueue_kwargs(jq, dashboard_address=dashboard_address))
+
+
+def job_script(survey):
+    """The batch script a ``[scheduler.jobqueue]`` survey submits for each job (nothing is submitted)."""
+    jq = survey.scheduler.jobqueue
+    if jq is None:
+        raise SurveyError("--dry-run's job script needs a [scheduler.jobqueue] table")
+    import dask
+    with dask.config.set({"distributed.scheduler.allowed-failures": survey.retries}):
+        cluster = _jobqueue_cluster(jq, ":0")
+    try:
+        return cluster.job_script()
+    finally:
+        cluster.close()
+
+
+def local_size(survey, n_todo):
+    """``(n_workers, torch threads per fit)`` of the embedded LocalCluster for ``n_todo`` galaxies."""
+    s = survey.scheduler
+    ncpu = _cpu_count()
+    n = s.n_workers if s.n_workers is not None else max(1, min(ncpu, n_todo))
+    threads = s.torch_threads if s.torch_threads is not None else max(1, ncpu // n)
+    return n, threads
+
+
+def make_cluster(survey, n_todo):
+    """``(cluster or None, client address, torch threads or None, description)`` for the survey's scheduler."""
+    import dask
+    s = survey.scheduler
+    if s.kind == "remote":
+        return None, s.address, s.torch_threads, f"Dask scheduler {s.address}"
+    with dask.config.set({"distributed.scheduler.allowed-failures": survey.retries}):
+        if s.kind == "jobqueue":
+            jq = s.jobqueue
+            cluster = _jobqueue_cluster(jq, s.dashboard_address)
+            n_jobs = max(1, math.ceil(n_todo / jq.processes))
+            maximum = jq.maximum_jobs if jq.maximum_jobs is not None else max(n_jobs, jq.minimum_jobs)
+            cluster.adapt(minimum_jobs=jq.minimum_jobs, maximum_jobs=maximum)
+            return (cluster, cluster.scheduler_address, s.torch_threads,
+                    f"dask-jobqueue {jq.kind.upper()} cluster (jobs {jq.minimum_jobs}-{maximum}, {jq.cores} cores, "
+                    f"{jq.processes} worker(s) per job)")
+        from distributed import LocalCluster
+        n, threads = local_size(survey, n_todo)
+        env = {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+        # the survey reports failed attempts itself (and their tracebacks go to OUT/NAME/fit.log)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               dashboard_address=s.dashboard_address, env=env, silence_logs=logging.CRITICAL)
+        return cluster, cluster.scheduler_address, threads, (f"LocalCluster: {n} worker process(es) x 1 fit, "
+                                                             f"{threads} torch thread(s) per fit")
+
+
+def _task_key(galaxy):
+    h = hashlib.sha1(galaxy.out_dir.encode()).hexdigest()[:10]
+    return f"nuker-mge-fit-{galaxy.name}-{h}"
+
+
+# ----------------------------------------------------------------------------- results
+def _summary(galaxy):
+    p = Path(galaxy.out_dir) / "summary.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def _num(x):
+    return float("nan") if x is None else float(x)
+
+
+def results_rows(galaxies, outcomes):
+    """Rows (dicts, in survey order) and the column names of the results table.
+
+    ``outcomes``: name -> ``dict(status, worker, error, wall_time_s)``; a galaxy's numbers come from
+    its ``summary.json``.
+    """
+    summaries = {g.name: _summary(g) for g in galaxies}
+    params = []
+    for g in galaxies:
+        s = summaries[g.name]
+        if s is not None and outcomes.get(g.name, {}).get("status") == "done":
+            params += [n for n in s["parameters"] if n not in params]
+    cols = ["galaxy", "status"] + [f"{n}_{k}" for n in params for k in ("mean", "std", "r_hat", "ess_bulk")]
+    cols += ["wall_time_s", "worker", "error", "log10_mbh_median", "log10_mbh_hdi68_low", "log10_mbh_hdi68_high",
+             "log10_mbh_truth"]
+    rows = []
+    for g in galaxies:
+        o = outcomes.get(g.name, dict(status="pending"))
+        s = summaries[g.name] if o.get("status") == "done" else None
+        row = dict(galaxy=g.name, status=o["status"])
+        pars = (s or {}).get("parameters", {})
+        for n in params:
+            p = pars.get(n, {})
+            for k in ("mean", "std", "r_hat", "ess_bulk"):
+                row[f"{n}_{k}"] = _num(p.get(k))
+        wall = (s or {}).get("wall_time_s") if o.get("wall_time_s") is None else o["wall_time_s"]
+        row.update(wall_time_s=_num(wall), worker=o.get("worker") or "", error=o.get("error") or "")
+        m = pars.get("log10_mbh", {})
+        lo, hi = m.get("hdi_68", (None, None))
+        truth = ((s or {}).get("truth") or {}).get("log10_mbh", {})
+        row.update(log10_mbh_median=_num(m.get("median")), log10_mbh_hdi68_low=_num(lo),
+                   log10_mbh_hdi68_high=_num(hi), log10_mbh_truth=_num(truth.get("value")))
+        rows.append(row)
+    return rows, cols
+
+
+def _atomic(path, write):
+    tmp = f"{path}.part"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_results_table(out_dir, rows, cols):
+    """``OUT/results.csv`` and ``OUT/results.ecsv`` (astropy), both written atomically."""
+    out = Path(out_dir)
+
+    def csv_(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=cols)
+            w.writeheader()
+            for r in rows:
+                w.writerow({c: (repr(v) if isinstance(v, float) and math.isfinite(v) else
+                                ("nan" if isinstance(v, float) else v)) for c, v in r.items()})
+    _atomic(out / "results.csv", csv_)
+    from astropy.table import Table
+    t = Table(rows=[[r[c] for c in cols] for r in rows] if rows else None, names=cols,
+              dtype=[str if c in ("galaxy", "status", "worker", "error") else float for c in cols])
+    t.meta["description"] = "nuker-mge survey results: one row per galaxy (see docs/survey.rst)"
+    _atomic(out / "results.ecsv", lambda tmp: t.write(tmp, format="ascii.ecsv", overwrite=True))
+    return out / "results.csv", out / "results.ecsv"
+
+
+def plot_survey(path, rows):
+    """log10 M_BH (posterior median, 68% HDI) per galaxy, and the truth where known (mocks)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = len(rows)
+    fig = Figure(figsize=(6.5, max(2.5, 0.45 * n + 1.2)))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    y = list(range(n))[::-1]
+    have_post = have_truth = False
+    for yi, r in zip(y, rows):
+        med = r["log10_mbh_median"]
+        if math.isfinite(med):
+            ax.errorbar([med], [yi], xerr=[[med - r["log10_mbh_hdi68_low"]], [r["log10_mbh_hdi68_high"] - med]],
+                        fmt="o", color="C0", capsize=3, label=None if have_post else "posterior median, 68% HDI")
+            have_post = True
+        else:
+            ax.text(0.02, yi, f"{r['status']}", transform=ax.get_yaxis_transform(), va="center", color="C3",
+                    fontsize=8)
+        t = r["log10_mbh_truth"]
+        if math.isfinite(t):
+            ax.plot([t], [yi], marker="x", color="C3", ms=8, ls="none", label=None if have_truth else "truth")
+            have_truth = True
+    ax.set_yticks(y)
+    ax.set_yticklabels([r["galaxy"] for r in rows])
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_xlabel(r"$\log_{10}\,M_{\rm BH}$ [M$_\odot$]")
+    ax.set_title(f"nuker-mge survey: {sum(r['status'] == 'done' for r in rows)} of {n} galaxies fitted")
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(loc="best", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    _atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    return path
+
+
+# ----------------------------------------------------------------------------- progress
+class _Progress:
+    """The line "galaxies: N done, M running, K failed of T", redrawn in place on a terminal."""
+
+    def __init__(self, total, stream, enabled=True):
+        self.total, self.stream, self.enabled = total, stream, enabled
+        self.done = self.failed = 0
+        self.running = set()
+        self.lock = threading.Lock()
+        self.tty = enabled and hasattr(stream, "isatty") and stream.isatty()
+        self.last = None
+
+    def line(self):
+        return (f"galaxies: {self.done} done, {len(self.running)} running, {self.failed} failed "
+                f"of {self.total}")
+
+    def show(self, force=False):
+        if not self.enabled:
+            return
+        with self.lock:
+            text = self.line()
+            if text == self.last and not force:
+                return
+            self.last = text
+            self.stream.write(("\r\x1b[K" + text) if self.tty else text + "\n")
+            self.stream.flush()
+
+    def message(self, text):
+        """A line of its own (a failure), then the progress line again."""
+        with self.lock:
+            if self.tty and self.last is not None:
+                self.stream.write("\r\x1b[K")
+            self.stream.write(text + "\n")
+            self.stream.flush()
+            self.last = None
+        self.show()
+
+    def close(self):
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _error_text(exc):
+    if type(exc).__name__ == "KilledWorker":
+        return f"KilledWorker: its worker died {getattr(exc, 'allowed_failures', '?')} + 1 times during the fit"
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def run_survey(survey, out_dir, *, progress=True, stream=None, client=None, poll_s=0.5):
+    """Fit every unfinished galaxy of ``survey`` on its Dask scheduler; write the results table and plot.
+
+    ``client``: an existing :class:`distributed.Client` to use instead of the survey's scheduler.
+    Returns ``dict(rows, columns, n_done, n_failed, paths)``.
+    """
+    from distributed import Client, as_completed
+
+    stream = sys.stdout if stream is None else stream
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    galaxies = survey.galaxies
+    outcomes, todo = {}, []
+    for g in galaxies:
+        if galaxy_state(g) == "done":
+            done = [a for a in read_attempts(g.out_dir) if a.get("event") == "done"]
+            outcomes[g.name] = dict(status="done", worker=done[-1]["worker"] if done else "",
+                                    wall_time_s=done[-1]["wall_time_s"] if done else None)
+        else:
+            todo.append(g)
+    n_skip = len(galaxies) - len(todo)
+    print(f"survey {survey.source}: {len(galaxies)} galaxies, {n_skip} already finished, "
+          f"{sum(galaxy_state(g) == 'resume' for g in todo)} to resume, "
+          f"{sum(galaxy_state(g) == 'new' for g in todo)} new; results in {out}", file=stream, flush=True)
+    _write_survey_record(out, survey)
+    prog = _Progress(len(galaxies), stream, enabled=progress)
+    prog.done = n_skip
+    cluster = None
+    own_client = client is None
+    try:
+        if todo:
+            if own_client:
+                cluster, address, threads, desc = make_cluster(survey, len(todo))
+                client = Client(cluster if cluster is not None else address)
+            else:
+                threads, desc = survey.scheduler.torch_threads, f"Dask client {client.scheduler.address}"
+            print(f"{desc}; dashboard: {client.dashboard_link}", file=stream, flush=True)
+
+            def on_event(event):
+                msg = event[1] if isinstance(event, tuple) else event
+                name = msg.get("galaxy")
+                if name not in names:
+                    return
+                if msg.get("event") == "start":
+                    with prog.lock:
+                        prog.running.add(name)
+                    if msg.get("attempt", 1) > 1:
+                        prog.message(f"galaxy {name}: attempt {msg['attempt']} on {msg.get('worker')}"
+                                     + (", resuming from its checkpoints" if msg.get("resumed") else ""))
+                elif msg.get("event") == "error":
+                    prog.message(f"galaxy {name}: attempt {msg.get('attempt')} failed on {msg.get('worker')}: "
+                                 f"{msg.get('error')}")
+                prog.show()
+
+            names = {g.name for g in todo}
+            try:
+                client.subscribe_topic(EVENT_TOPIC, on_event)
+            except (AttributeError, TypeError):
+                pass
+            resources = {FIT_RESOURCE: 1} if survey.scheduler.kind == "jobqueue" else None
+            futures = {}
+            for g in todo:
+                f = client.submit(fit_galaxy, g.name, g.config, g.out_dir, threads, pure=False,
+                                  retries=survey.retries, key=_task_key(g), resources=resources)
+                futures[f] = g
+            prog.show(force=True)
+            for f in as_completed(list(futures)):
+                g = futures[f]
+                with prog.lock:
+                    prog.running.discard(g.name)
+                if f.status == "finished":
+                    r = f.result()
+                    outcomes[g.name] = dict(status="done", worker=r["worker"], wall_time_s=r["wall_time_s"])
+                    prog.done += 1
+                    prog.show()
+                else:
+                    err = _error_text(f.exception())
+                    outcomes[g.name] = dict(status="failed", error=err, worker=_last_worker(g))
+                    prog.failed += 1
+                    prog.message(f"galaxy {g.name} failed: {err} (log: {Path(g.out_dir) / 'fit.log'})")
+                rows, cols = results_rows(galaxies, outcomes)
+                write_results_table(out, rows, cols)
+            try:
+                client.unsubscribe_topic(EVENT_TOPIC)
+            except (AttributeError, KeyError, TypeError, ValueError):
+                pass
+        else:
+            prog.show(force=True)
+    finally:
+        prog.close()
+        if own_client and client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    rows, cols = results_rows(galaxies, outcomes)
+    csv_path, ecsv_path = write_results_table(out, rows, cols)
+    png = plot_survey(out / "survey_mbh.png", rows)
+    n_done = sum(r["status"] == "done" for r in rows)
+    n_failed = sum(r["status"] == "failed" for r in rows)
+    print(f"{n_done} of {len(rows)} galaxies fitted, {n_failed} failed; wrote {csv_path}, {ecsv_path.name}, "
+          f"{Path(png).name}", file=stream, flush=True)
+    return dict(rows=rows, columns=cols, n_done=n_done, n_failed=n_failed,
+                paths=dict(csv=str(csv_path), ecsv=str(ecsv_path), plot=str(png)))
+
+
+def _last_worker(g):
+    att = read_attempts(g.out_dir)
+    return att[-1].get("worker", "") if att else ""
+
+
+def _write_survey_record(out, survey):
+    rec = dict(source=survey.source, retries=survey.retries, scheduler=survey.scheduler.kind,
+               galaxies={g.name: g.config for g in survey.galaxies})
+    _atomic(out / "survey.json", lambda tmp: Path(tmp).write_text(json.dumps(rec, indent=2) + "\n"))
+
+
+def describe_plan(survey):
+    """The dry run's lines: each galaxy's state and where it goes."""
+    lines = [f"survey {survey.source}: {len(survey.galaxies)} galaxies, scheduler: {survey.scheduler.kind}"
+             + (f" ({survey.scheduler.address})" if survey.scheduler.kind == "remote" else "")]
+    for g in survey.galaxies:
+        lines.append(f"  {g.name}: {galaxy_state(g)} ({g.config} -> {g.out_dir})")
+    if survey.scheduler.kind == "local":
+        n, t = local_size(survey, sum(galaxy_state(g) != "done" for g in survey.galaxies))
+        lines.append(f"LocalCluster: {n} worker process(es), {t} torch thread(s) per fit")
+    return lines
