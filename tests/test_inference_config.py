@@ -52,7 +52,7 @@ def test_example_parses_exactly(example):
     assert (cfg.likelihood.kind, cfg.likelihood.sigma_scale) == ("student_t", None)
     assert (cfg.sampler.chains, cfg.sampler.seed, cfg.sampler.device) == (4, 7, "cpu")
     assert cfg.sampler.dtype == "float64" and cfg.sampler.step_sizes is None
-    assert cfg.model.nsub == 2 and cfg.model.surface_brightness == "exponential"
+    assert cfg.model.nsub == 3 and cfg.model.surface_brightness == "exponential"
     assert cfg.output.dir == str(d / "fit_results") and cfg.output.figures is True
     # priors: two from the file, the rest from Table 1, three from the data
     pr = cfg.priors

@@ -2,6 +2,10 @@
 
 Model-independent: everything here works on any ``logp_and_grad`` / ``residual_fn`` (seed paper
 appendices B-C). The forward model and the likelihood are wired in by the caller.
+
+Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
+Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,
+arXiv:2511.20746 (docs/references.rst).
 """
 
 from .parameters import (DATA_RANGE_NAMES, DOMAINS, PARAMETER_NAMES, TABLE1, UNITS, BoundPileup,

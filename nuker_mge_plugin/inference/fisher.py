@@ -36,6 +36,10 @@ Non-Gaussian likelihoods (the Student-t of seed paper sec. 2.2). Two routes:
    model; use it when the likelihood is not a sum of squares of any residual.
 
 All matrices are returned in float64 on the device of ``z``.
+
+Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
+Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,
+arXiv:2511.20746 (docs/references.rst).
 """
 
 from __future__ import annotations

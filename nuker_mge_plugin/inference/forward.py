@@ -20,6 +20,10 @@ the break radius seen at ``inclination``); M_BH = 10^log10_mbh [Msun]; qobs foll
 the inclination, so every point of the prior deprojects; the disc's PA, inclination and centre
 (x, y) [arcsec, +x West as in KinMS] are those of the gas; ``line_broadening`` is KinMS's gasSigma
 [km/s] and ``flux`` the integrated line flux [Jy km/s].
+
+Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
+Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,
+arXiv:2511.20746 (docs/references.rst).
 """
 
 import numpy as np
@@ -87,14 +91,15 @@ class NukerDiscModel(torch.nn.Module):
     backend : "exact" or "nn"
         Nuker -> MGE backend.
     nsub : int
-        Sub-pixels per pixel side of the cube renderer.
+        Sub-pixels per pixel side of the cube renderer (default 3; see ``[model] nsub`` in
+        inference/config.py for what 2 costs in log10 M_BH).
     n_rad : int
         Nodes of the tabulated rotation curve (0 and log-spaced radii from a tenth of a pixel to
         ten times the field's half-diagonal) [arcsec].
     """
 
     def __init__(self, grid, chan_freq_hz, rest_freq_hz, distance_mpc, cell_model=None, primary_beam=None,
-                 backend="exact", nsub=2, n_rad=128, dtype=torch.float64, device="cpu"):
+                 backend="exact", nsub=3, n_rad=128, dtype=torch.float64, device="cpu"):
         super().__init__()
         if not isinstance(grid, SkyGrid):
             raise TypeError("grid must be a SkyGrid")

@@ -23,6 +23,10 @@ posterior wider by about k than the Gaussian with ``s`` alone; whether that is r
 calibration question (validation/calibration.py measures both).
 
 Both are reduced in float64 and batched over a leading dimension of the model.
+
+Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
+Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,
+arXiv:2511.20746 (docs/references.rst).
 """
 
 import math

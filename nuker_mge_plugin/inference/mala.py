@@ -42,6 +42,10 @@ Checkpoint directory layout::
 
 A chunk file whose index is >= ``state["n_chunks"]`` is left over from a run killed between the
 two writes and is overwritten on resume.
+
+Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
+Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,
+arXiv:2511.20746 (docs/references.rst).
 """
 
 from __future__ import annotations

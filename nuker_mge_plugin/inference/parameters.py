@@ -44,6 +44,10 @@ reports, from posterior draws, the parameters with at least ``min_fraction`` of 
 that fraction is ``width`` itself, so the default ``min_fraction = 0.05`` flags five times that.
 Such a result means the prior range, not the data, sets that parameter's interval: quote it as a
 limit or widen the range if physics allows.
+
+Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
+Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,
+arXiv:2511.20746 (docs/references.rst).
 """
 
 from __future__ import annotations

@@ -12,12 +12,15 @@ centred at ``x = (ix - nx/2) cell`` (+x = **West**), ``y = (iy - ny/2) cell`` (+
 the phase centre. Shown with ``origin="lower"``, column index increasing to the right, East is on
 the left and North up, the usual astronomical orientation; the axes are labelled with the offset
 towards East (``-x``) and North (``y``) [arcsec].
+
+Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
+Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,
+arXiv:2511.20746 (docs/references.rst).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
