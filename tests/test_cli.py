@@ -40,6 +40,11 @@ def test_demo(tmp_path, capsys):
     for name in ("posterior.nc", "config.toml", "map.json", "corner.png", "mbh.png", "vcirc.png", "traces.png",
                  "maps.png"):
         assert (fit / name).stat().st_size > 0, name
+    # the standard products (inference/products.py)
+    for name in ("data_cube.fits", "model_cube.fits", "residual_cube.fits", "model_sky.fits", "data_mom0.fits",
+                 "data_mom1.fits", "pv_data.fits", "pv.png", "results.ecsv"):
+        assert (fit / name).stat().st_size > 0, name
+    assert "log10_mbh" in (fit / "results.ecsv").read_text()
 
 
 @pytest.mark.parametrize("bad,match", [

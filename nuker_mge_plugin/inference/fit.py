@@ -295,7 +295,8 @@ def _fmt(x, spec):
 
 
 def write_fit_results(prob, res, out, *, map_info, wall_time_s, log=print):
-    """posterior.nc, summary.json, figures; prints log10 M_BH with its 68% interval beside the truth."""
+    """posterior.nc, summary.json, figures, the standard products (FITS cubes, moment maps, PV
+    diagram, results.ecsv); prints log10 M_BH with its 68% interval beside the truth."""
     from .plots import dirty_image
     from .results import write_results
 
@@ -329,6 +330,14 @@ def write_fit_results(prob, res, out, *, map_info, wall_time_s, log=print):
                           vcirc_draws=cfg.output.vcirc_draws, seed=cfg.sampler.seed,
                           distance_mpc=cfg.galaxy.distance_mpc)
     s = paths["summary_dict"]
+    # FITS cubes, moment maps, the major-axis PV diagram and results.ecsv (inference/products.py)
+    from .products import write_products
+    pmed = {k: float(v[0]) for k, v in space.to_dict(med[None]).items()}
+    with torch.no_grad():
+        sky = prob.model.sky_cube(space.to_dict(med[None]))[0].cpu().numpy().transpose(2, 1, 0)
+    write_products(out, maps, s, model_sky=sky, pa_deg=pmed["pa"], centre_arcsec=(pmed["x"], pmed["y"]),
+                   vsys_kms=pmed["systemic_velocity"], meta=prob.observation.get("meta"),
+                   rest_freq_hz=cfg.data.rest_freq_hz, figures=cfg.output.figures)
     p = s["parameters"].get("log10_mbh")
     if p is not None:
         lo, hi = p["hdi_68"]
