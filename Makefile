@@ -7,7 +7,7 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 CONSTRAINTS ?= compat/py311-jampy8-kinms3.txt
-EXTRAS ?= test,fitter,inference,survey
+EXTRAS ?= test,fitter,inference,survey,ms
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out

@@ -37,3 +37,9 @@ def test_bad_construction():
         nuker_vcirc(11.4, GUESS[:3])
     with pytest.raises(ValueError, match="gamma_minus_beta"):
         nuker_vcirc(11.4, GUESS, maximums=TABLE1_MAX[:3] + [0.5] + TABLE1_MAX[4:])
+
+
+def test_zero_at_the_centre_where_kinms_fitter_samples_first():
+    """kinms_fitter's radius grid starts at 0; jampy's v_c is NaN there, nuker_vcirc gives 0 (docs/kinms_fitter.rst)."""
+    v = nuker_vcirc(11.4, GUESS)(np.array([0.0, 0.05, 1.0]), GUESS, inc=np.array([76.0]))
+    assert v[0] == 0.0 and np.all(np.isfinite(v)) and np.all(v[1:] > 0)
