@@ -177,7 +177,10 @@ def test_short_real_kinms_fitter_fit_with_nuker_vcirc_finishes(mock_fits, tmp_pa
     import gastimator
 
     path, _ = mock_fits
-    fit = _quiet(adapter.CompatKinmsFitter(str(path), linefree_chans=[0, 2]), 40)
+    # GAStimator draws from numpy's global generator: seed it, so that the short chain is the same
+    # on every run (unseeded, 40 steps sometimes accepted no black-hole move at all)
+    np.random.seed(20261202)
+    fit = _quiet(adapter.CompatKinmsFitter(str(path), linefree_chans=[0, 2]), 60)
     fit.mcmc_numatonce = 20
     fit.inc_guess, fit.inc_range = 74.0, [65.0, 89.0]
     fit.pa_guess, fit.pa_range = 240.0, [200.0, 290.0]

@@ -229,14 +229,14 @@ def plot_pv(offset_arcsec, velocity_kms, pvs, *, vsys_kms=None, title=None):
         im = ax.imshow(pv[:, order].T, origin="lower", aspect="auto", extent=ext, cmap="RdBu_r", vmin=-lim,
                        vmax=lim)
         ax.set_title(label)
-        ax.set_xlabel("offset along the major axis [arcsec] (+ receding)")
+        ax.set_xlabel("major-axis offset [arcsec], + receding")
         if vsys_kms is not None:
             ax.axhline(vsys_kms, color="k", lw=0.6, ls=":")
         ax.axvline(0.0, color="k", lw=0.6, ls=":")
     axes[0][0].set_ylabel("radio velocity [km/s]")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.85, label="Jy/beam")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, y=1.0)
     return fig
 
 
