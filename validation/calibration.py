@@ -28,8 +28,6 @@ import json
 import math
 import sys
 import time
-import tomllib
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +39,9 @@ from nuker_mge_plugin.inference.fit import run_fit  # noqa: E402
 from nuker_mge_plugin.inference.results import hdi, read_posterior_netcdf  # noqa: E402
 from nuker_mge_plugin.mock import mock_from_parameters  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import load_example  # noqa: E402
+
 #: The priors of the study: the truths are drawn from them, and the fits use them.
 PRIORS = dict(log10_mbh=[7.0, 9.0], inclination=[45.0, 75.0], pa=[200.0, 290.0], scale_length=[0.4, 1.0],
               intensity_rb=[4.3, 5.3], gamma=[0.001, 1.2], line_broadening=[3.0, 20.0],
@@ -50,11 +51,6 @@ FIXED = dict(qintr=0.57, alpha=1.5, gamma_minus_beta=-1.55, break_r=1.5)
 OBSERVATION = dict(n_pix=64, cell_arcsec=0.05, n_chan=12, dv_kms=45.0, n_ant=16, max_radius_m=200.0, n_times=12,
                    ha_range_h=(-2.0, 2.0), dec_deg=-5.8, sigma_jy=0.02, nsamps=300000)
 LEVELS = (0.68, 0.95)
-
-
-def load_example(name):
-    with resources.as_file(resources.files("nuker_mge_plugin") / "examples" / name) as p:
-        return tomllib.loads(Path(p).read_text())
 
 
 def fit_config(obs_path, likelihood, seed):

@@ -24,6 +24,9 @@ The circular velocity is v_c^2 = G [M(<r) + M_BH] / r.
 """
 
 import math
+import tomllib
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 from scipy.integrate import quad
@@ -112,3 +115,9 @@ def spherical_nuker_vcirc_truth(r_pc, sigma_b, r_b_pc, alpha, beta, gamma, mbh):
     m = np.array([nuker_enclosed_mass_3d(float(x), sigma_b, r_b_pc, alpha, beta, gamma) for x in r.ravel()])
     v2 = G_KMS2_PC_PER_MSUN * (m + mbh) / r.ravel()
     return np.sqrt(v2).reshape(r.shape)
+
+
+def load_example(name):
+    """A configuration shipped in ``nuker_mge_plugin/examples/`` (e.g. ``ngc4697_fit.toml``), as a dict."""
+    with resources.as_file(resources.files("nuker_mge_plugin") / "examples" / name) as p:
+        return tomllib.loads(Path(p).read_text())

@@ -13,8 +13,6 @@ import argparse
 import json
 import sys
 import time
-import tomllib
-from importlib import resources
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -22,6 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nuker_mge_plugin.inference.config import config_from_dict  # noqa: E402
 from nuker_mge_plugin.inference.fit import run_fit  # noqa: E402
 from nuker_mge_plugin.mock import mock_from_parameters  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import load_example  # noqa: E402
 
 #: Case -> (changes to the mock's [truth] and [observation], to the fit's [priors], and to its [model]).
 CASES = {
@@ -37,11 +38,6 @@ CASES = {
                                                                               ha_range_h=[-1.0, 1.0]), {}, {}),
 }
 KEYS = ("log10_mbh", "inclination", "pa", "systemic_velocity", "x", "y")
-
-
-def load_example(name):
-    with resources.as_file(resources.files("nuker_mge_plugin") / "examples" / name) as p:
-        return tomllib.loads(Path(p).read_text())
 
 
 def run_case(name, out, nsamps=None, nsub=None):

@@ -15,8 +15,6 @@ import argparse
 import json
 import sys
 import time
-import tomllib
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -28,10 +26,8 @@ from nuker_mge_plugin.inference.config import config_from_dict  # noqa: E402
 from nuker_mge_plugin.inference.fit import build_problem  # noqa: E402
 from nuker_mge_plugin.mock import mock_from_parameters  # noqa: E402
 
-
-def load_example(name):
-    with resources.as_file(resources.files("nuker_mge_plugin") / "examples" / name) as p:
-        return tomllib.loads(Path(p).read_text())
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import load_example  # noqa: E402
 
 
 def main(argv=None):

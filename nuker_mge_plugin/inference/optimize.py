@@ -3,7 +3,7 @@
 The log-posterior of a gas-dynamical fit is multi-modal in PA (a disc and its counter-rotating
 twin), in inclination and in the Nuker shape, and it is flat far from the data: gradient steps from
 random prior draws stall in the wrong mode (on the demo mock with 3x its noise, 8 prior draws x 200
-Adam steps all ended >= 2,900 nats below the truth, one at log10 M_BH = 9.4). So the starts are first
+Adam steps all ended >= 2,870 nats below the truth, the best at log10 M_BH = 9.4). So the starts are first
 *screened*: for one parameter at a time, in :data:`SCREEN_ORDER` (the systemic velocity and flux, then
 the centre and PA, then what they leave), the log-posterior is evaluated on a grid across the prior
 range with the other parameters held, and the best grid value kept; later sweeps narrow the grid
