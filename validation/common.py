@@ -121,3 +121,30 @@ def load_example(name):
     """A configuration shipped in ``nuker_mge_plugin/examples/`` (e.g. ``ngc4697_fit.toml``), as a dict."""
     with resources.as_file(resources.files("nuker_mge_plugin") / "examples" / name) as p:
         return tomllib.loads(Path(p).read_text())
+
+
+def demo_fit_config(out):
+    """The demo's fit configuration (a dict) on the demo's KinMS mock, made in ``out/obs.npz`` if absent."""
+    from nuker_mge_plugin.mock import mock_from_parameters
+
+    mock = load_example("ngc4697_mock.toml")
+    obs_path = Path(out) / "obs.npz"
+    if not obs_path.exists():
+        mock_from_parameters(obs_path, mock["truth"], distance_mpc=mock["galaxy"]["distance_mpc"],
+                             **mock["observation"])
+    fit = load_example("ngc4697_fit.toml")
+    fit["data"]["path"] = str(obs_path)
+    return fit
+
+
+def interleaved_timings(fns, repeats):
+    """Wall times [s] of each callable in ``fns`` (name -> fn), ``repeats`` interleaved rounds each."""
+    import time
+
+    ts = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            ts[k].append(time.perf_counter() - t0)
+    return ts

@@ -42,6 +42,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
+from common import interleaved_timings  # noqa: E402
 from cube_vs_kinms import cases  # noqa: E402
 
 from nuker_mge_plugin.dynamics.cube import GasCube  # noqa: E402
@@ -107,12 +108,7 @@ def run(case, repeats, nsamps):
             fns[f"ours_fwd_bwd_{tag}_B{B}"] = _ours(case, dtype, B, backward=True)
     for fn in fns.values():  # warm-up (caches, allocator, KinMS's first-call set-up)
         fn()
-    ts = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            ts[k].append(time.perf_counter() - t0)
+    ts = interleaved_timings(fns, repeats)
     med = {k: float(np.median(v)) for k, v in ts.items()}
     best = {k: float(np.min(v)) for k, v in ts.items()}
     out = dict(grid=[128, 128, 64], cellSize=g["cellSize"], dv=g["dv"], nsub=case["nsub"], kinms_nsamps=nsamps,

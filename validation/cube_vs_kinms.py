@@ -52,6 +52,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+from common import interleaved_timings  # noqa: E402
 from nuker_mge_plugin.basis import SIGMA_GRID_PC, pc_per_arcsec  # noqa: E402
 from nuker_mge_plugin.dynamics.cube import GasCube  # noqa: E402
 
@@ -299,12 +301,7 @@ def m4(case, nsamps_list, repeats):
     fine = GasCube(**g, nsub=2 * case["nsub"], check=False)
     fine.model_cube(**p, dtype=torch.float64)
     fns[f"ours_forward_f64_nsub{2 * case['nsub']}"] = lambda: fine.model_cube(**p, dtype=torch.float64)
-    ts = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            ts[k].append(time.perf_counter() - t0)
+    ts = interleaved_timings(fns, repeats)
     med = {k: float(np.median(v)) for k, v in ts.items()}
     mn = {k: float(np.min(v)) for k, v in ts.items()}
     for ns in nsamps_list:

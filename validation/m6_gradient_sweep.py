@@ -24,10 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nuker_mge_plugin.inference.config import config_from_dict  # noqa: E402
 from nuker_mge_plugin.inference.fit import build_problem  # noqa: E402
-from nuker_mge_plugin.mock import mock_from_parameters  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load_example  # noqa: E402
+from common import demo_fit_config  # noqa: E402
 
 
 def main(argv=None):
@@ -43,13 +42,7 @@ def main(argv=None):
     torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    mock = load_example("ngc4697_mock.toml")
-    obs_path = out / "obs.npz"
-    if not obs_path.exists():
-        mock_from_parameters(obs_path, mock["truth"], distance_mpc=mock["galaxy"]["distance_mpc"],
-                             **mock["observation"])
-    fit = load_example("ngc4697_fit.toml")
-    fit["data"]["path"] = str(obs_path)
+    fit = demo_fit_config(out)
     fit["priors"] = {}  # every parameter free over its Table-1 (or data-derived) range
     fit["model"]["backend"] = a.backend
     fit["sampler"]["dtype"] = a.dtype
