@@ -389,3 +389,51 @@ def test_cli_convert_vis_ms_and_missing_casacore(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install 'nuker-mge-plugin[ms]'" in err[0]
     assert not (tmp_path / "x.npz").exists() and not (tmp_path / "y.npz").exists()
+
+
+def _assert_identical(a, b):
+    """The same observation dict, bit for bit (same keys, dtypes, shapes, bytes; meta text equal)."""
+    assert list(a) == list(b)
+    for k in a:
+        x, y = np.asarray(a[k]), np.asarray(b[k])
+        assert x.dtype == y.dtype and x.shape == y.shape, k
+        assert (str(x) == str(y)) if k == "meta" else (x.tobytes() == y.tobytes()), k
+
+
+def _awkward_ms(tmp_path, name, *, two_fields):
+    """Flags, FLAG_ROW, autocorrelations, swapped antenna pairs, a zero weight, repeated times; with
+    ``two_fields`` the rows of field 0 are interleaved with field 1's (read through selectrows)."""
+    rng = np.random.default_rng(7)
+    uvw, a1, a2, time = array_uvw(n_ant=6, n_times=5)
+    n = len(a1)
+    a1, a2 = a1.copy(), a2.copy()
+    a2[::9] = a1[::9]  # autocorrelations
+    swap = np.arange(n) % 5 == 2
+    a1[swap], a2[swap] = a2[swap], a1[swap]
+    uvw[swap] *= -1
+    cf = np.array([230.0e9, 229.99e9, 229.98e9])
+    data = rng.normal(size=(n, 3, 2)) + 1j * rng.normal(size=(n, 3, 2))
+    flag = rng.random((n, 3, 2)) < 0.1
+    weight = rng.uniform(0.5, 2.0, (n, 2))
+    flag_row = rng.random(n) < 0.1
+    weight[3, 1], flag[3], flag_row[3] = 0.0, False, False  # an unflagged zero weight
+    field = (np.arange(n) % 3 == 1).astype(int) if two_fields else None
+    return write_ms(tmp_path / name, uvw=uvw, ant1=a1, ant2=a2, data=data, chan_freqs=[cf], time=time, flag=flag,
+                    flag_row=flag_row, weight=weight, field_id=field,
+                    fields=(("NGC4697", 192.15, -5.8), ("CAL", 10.0, 20.0)))
+
+
+@pytest.mark.parametrize("two_fields", [False, True])
+def test_chunked_read_is_bitwise_identical(tmp_path, two_fields):
+    p = _awkward_ms(tmp_path, "chunk.ms", two_fields=two_fields)
+    kw = dict(field=0) if two_fields else {}
+    ref = load_visibilities(p, **kw)
+    c = meta_of(ref)["counts"]
+    assert c["rows_autocorrelation"] > 0 and c["rows_flag_row"] > 0 and c["samples_flagged"] > 0
+    assert c["samples_bad_weight"] >= 1 and np.unique(ref["time_idx"]).size > 1
+    for chunk_rows in (7, 1, 1_000_000):
+        _assert_identical(read_ms(p, chunk_rows=chunk_rows, **kw), ref)
+    _assert_identical(read_ms(p, channels="1:", chunk_rows=7, **kw), read_ms(p, channels="1:", **kw))
+    for bad in (0, -3, 2.5, True, "7"):
+        with pytest.raises(ValueError, match="chunk_rows .* is invalid"):
+            load_visibilities(p, chunk_rows=bad, **kw)

@@ -40,7 +40,8 @@ def detect_format(path):
     raise ValueError(f"{path}: neither a Measurement Set (folder) nor a UVFITS file")
 
 
-def load_visibilities(path, *, field=None, spw=None, datacolumn="DATA", channels=None, weight_column=None):
+def load_visibilities(path, *, field=None, spw=None, datacolumn="DATA", channels=None, weight_column=None,
+                      chunk_rows=None):
     """Read a Measurement Set or a UVFITS file as an observation dict (module doc).
 
     Parameters
@@ -57,6 +58,11 @@ def load_visibilities(path, *, field=None, spw=None, datacolumn="DATA", channels
         Channels of the window to keep (Python slice rules, no step).
     weight_column : str, optional
         MS only: WEIGHT_SPECTRUM, WEIGHT, SIGMA_SPECTRUM or SIGMA (default: :mod:`.ms`).
+    chunk_rows : int, optional
+        Rows (MS) or groups (UVFITS) read and reduced at once; only the kept samples are held
+        beyond a block (docs/visibility_formats.rst, "Memory"). Default: 1_000_000, fewer when a row
+        holds more than 4 values (at most 4_000_000 stored values per block). The result does not
+        depend on it, bit for bit.
 
     Raises
     ------
@@ -69,8 +75,8 @@ def load_visibilities(path, *, field=None, spw=None, datacolumn="DATA", channels
     fmt = detect_format(path)
     if fmt == "ms":
         return read_ms(path, field=field, spw=spw, datacolumn=datacolumn, channels=channels,
-                       weight_column=weight_column)
+                       weight_column=weight_column, chunk_rows=chunk_rows)
     if weight_column is not None:
         raise ValueError("weight_column applies to Measurement Sets; UVFITS weights are the COMPLEX axis's third "
                          "element")
-    return read_uvfits(path, field=field, spw=spw, datacolumn=datacolumn, channels=channels)
+    return read_uvfits(path, field=field, spw=spw, datacolumn=datacolumn, channels=channels, chunk_rows=chunk_rows)

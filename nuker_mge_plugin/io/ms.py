@@ -29,13 +29,22 @@ pos(ant2) - pos(ant1), as in our mocks); MPoL and visread conjugate CASA data fo
 Parallel hands (XX, YY or RR, LL) are averaged with their weights; a sample needs all of them
 unflagged. Autocorrelations (ANTENNA1 = ANTENNA2) are dropped and counted. The w term is not
 kept (small fields).
+
+Memory (docs/visibility_formats.rst)
+------------------------------------
+The main table is read in blocks of rows (``chunk_rows``; default 1_000_000 rows, fewer when a
+row holds more than 4 values): a first pass over FIELD_ID and DATA_DESC_ID finds the field and
+spectral window, then, one DATA_DESC_ID after the other, every column above is read for one block
+(``getcol(name, startrow, nrow)``; rows of other fields or windows in between through
+``selectrows``), reduced, and only its kept samples are held (``_common.KeptSamples``). The result
+is bitwise the same for any ``chunk_rows``.
 """
 
 import os
 
 import numpy as np
 
-from ._common import assemble, average_polarisations, parallel_hands, parse_channels, source_path
+from ._common import KeptSamples, average_polarisations, block_rows, parallel_hands, parse_channels, source_path
 
 __all__ = ["read_ms", "is_ms", "WEIGHT_COLUMNS"]
 
@@ -123,10 +132,11 @@ def _select_spw(spw, n_spw, present, path):
     return int(spw)
 
 
-def _weights(sub, cols, column, datacolumn, shape, path):
-    """(n_row, n_chan, n_corr) weights of ``column`` (or the default pairing) and the column used."""
+def _weight_column(ms, first_row, cols, column, datacolumn, path):
+    """The weight column to use (``column`` checked, or the default pairing), judged by whether its
+    cell is defined in ``first_row`` (the first row read of one DATA_DESC_ID)."""
     def defined(c):
-        return c in cols and sub.nrows() > 0 and sub.iscelldefined(c, 0)
+        return c in cols and ms.iscelldefined(c, int(first_row))
 
     if column is None:
         own = ("WEIGHT_SPECTRUM", "WEIGHT")
@@ -141,7 +151,12 @@ def _weights(sub, cols, column, datacolumn, shape, path):
             raise ValueError(f"weight_column {column!r} is invalid: choose one of {', '.join(WEIGHT_COLUMNS)}")
         if not defined(column):
             raise ValueError(f"{path}: has no {column} column" + (" values" if column in cols else ""))
-    w = np.asarray(sub.getcol(column), dtype=np.float64)
+    return column
+
+
+def _weights(values, column, datacolumn, shape, path):
+    """(n_row, n_chan, n_corr) weights from the values of ``column`` read for a block of rows."""
+    w = np.asarray(values, dtype=np.float64)
     if w.ndim == 2:  # per correlation: the same for every channel
         w = np.broadcast_to(w[:, None, :], shape)
     if w.shape != shape:
@@ -149,10 +164,36 @@ def _weights(sub, cols, column, datacolumn, shape, path):
     if column.startswith("SIGMA"):
         with np.errstate(divide="ignore"):
             w = np.where(w > 0, 1.0 / np.where(w > 0, w, 1.0) ** 2, 0.0)
-    return w, column
+    return w
 
 
-def read_ms(path, *, field=None, spw=None, datacolumn="DATA", channels=None, weight_column=None):
+def _blocks(n_rows, step):
+    """(startrow, nrow) of consecutive blocks of at most ``step`` rows."""
+    for start in range(0, n_rows, step):
+        yield start, min(step, n_rows - start)
+
+
+class _Rows:
+    """Column reads of some rows of the main table: a contiguous range straight from the table
+    (``getcol(name, startrow, nrow)``), other row sets through a reference table (``selectrows``)."""
+
+    def __init__(self, ms, rows):
+        self.rows = rows
+        if rows[-1] - rows[0] + 1 == rows.size:
+            self.table, self.start, self.n, self.sub = ms, int(rows[0]), int(rows.size), None
+        else:
+            self.sub = ms.selectrows(rows)
+            self.table, self.start, self.n = self.sub, 0, int(rows.size)
+
+    def getcol(self, name):
+        return self.table.getcol(name, startrow=self.start, nrow=self.n)
+
+    def close(self):
+        if self.sub is not None:
+            self.sub.close()
+
+
+def read_ms(path, *, field=None, spw=None, datacolumn="DATA", channels=None, weight_column=None, chunk_rows=None):
     """Read one field and one spectral window of a Measurement Set (module doc) as an observation dict.
 
     Parameters
@@ -169,6 +210,10 @@ def read_ms(path, *, field=None, spw=None, datacolumn="DATA", channels=None, wei
         first of them (``meta["channel_start"]``).
     weight_column : {"WEIGHT_SPECTRUM", "WEIGHT", "SIGMA_SPECTRUM", "SIGMA"}, optional
         Default: see the module doc.
+    chunk_rows : int, optional
+        Rows of the main table read at once (module doc, "Memory"); default: 1_000_000, fewer for
+        rows of many channels (:func:`~nuker_mge_plugin.io._common.block_rows`). The result does
+        not depend on it.
 
     Returns
     -------
@@ -184,6 +229,7 @@ def read_ms(path, *, field=None, spw=None, datacolumn="DATA", channels=None, wei
     datacolumn = str(datacolumn).upper()
     if datacolumn not in DATA_COLUMNS:
         raise ValueError(f"datacolumn {datacolumn!r} is invalid: choose DATA or CORRECTED_DATA")
+    block_rows(chunk_rows, 1)  # a bad chunk_rows fails before anything is read
     ms = _open(ct, path, "the Measurement Set")
     try:
         cols = set(ms.colnames())
@@ -211,64 +257,91 @@ def read_ms(path, *, field=None, spw=None, datacolumn="DATA", channels=None, wei
         with _subtable(ct, ms, path, "POLARIZATION") as pt:
             corr_types = [np.asarray(pt.getcell("CORR_TYPE", i), dtype=np.int64) for i in range(pt.nrows())]
 
-        field_ids = np.asarray(ms.getcol("FIELD_ID"), dtype=np.int64)
-        ddids = np.asarray(ms.getcol("DATA_DESC_ID"), dtype=np.int64)
-        if ddids.min() < 0 or ddids.max() >= dd_spw.size:
+        n_rows = ms.nrows()
+        # pass 1, over FIELD_ID and DATA_DESC_ID only: which (field, data description) pairs hold rows
+        pairs = {}
+        id_range = [np.inf, -np.inf, np.inf, -np.inf]  # FIELD_ID min, max; DATA_DESC_ID min, max
+        for start, nr in _blocks(n_rows, block_rows(chunk_rows, 1)):
+            f_blk = np.asarray(ms.getcol("FIELD_ID", startrow=start, nrow=nr), dtype=np.int64)
+            d_blk = np.asarray(ms.getcol("DATA_DESC_ID", startrow=start, nrow=nr), dtype=np.int64)
+            id_range = [min(id_range[0], f_blk.min()), max(id_range[1], f_blk.max()),
+                        min(id_range[2], d_blk.min()), max(id_range[3], d_blk.max())]
+            pr, cnt = np.unique(np.stack([f_blk, d_blk], 1), axis=0, return_counts=True)
+            for (fi, di), k in zip(pr.tolist(), cnt.tolist()):
+                pairs[fi, di] = pairs.get((fi, di), 0) + k
+            del f_blk, d_blk
+        if id_range[2] < 0 or id_range[3] >= dd_spw.size:
             raise ValueError(f"{path}: DATA_DESC_ID outside the DATA_DESCRIPTION table ({dd_spw.size} rows)")
-        if field_ids.min() < 0 or field_ids.max() >= len(names):
+        if id_range[0] < 0 or id_range[1] >= len(names):
             raise ValueError(f"{path}: FIELD_ID outside the FIELD table ({len(names)} rows)")
-        fid = _select_field(field, names, np.unique(field_ids).tolist(), path)
-        in_field = field_ids == fid
-        spw_id = _select_spw(spw, n_spw, np.unique(dd_spw[ddids[in_field]]).tolist(), path)
+        fid = _select_field(field, names, sorted({fi for fi, _ in pairs}), path)
+        spw_id = _select_spw(spw, n_spw, sorted({int(dd_spw[di]) for fi, di in pairs if fi == fid}), path)
         cf_all = chan_freqs[spw_id]
         sl = parse_channels(channels, cf_all.size, f"{path} spw {spw_id}")
         chan_freq = cf_all[sl]
-        rows = np.flatnonzero(in_field & (dd_spw[ddids] == spw_id))
+        ddid_sel = sorted(di for fi, di in pairs if fi == fid and dd_spw[di] == spw_id)
+        every_row = len(pairs) == 1  # one field and one data description: every row is read
 
-        parts = []
-        counts = dict(rows_read=int(rows.size), rows_flag_row=0, rows_autocorrelation=0, samples_flagged=0,
-                      samples_bad_weight=0)
+        acc = KeptSamples(chan_freq)
+        counts = dict(rows_read=sum(pairs[fid, d] for d in ddid_sel), rows_flag_row=0, rows_autocorrelation=0,
+                      samples_flagged=0, samples_bad_weight=0)
         weight_used, corr_used = set(), set()
-        for d in np.unique(ddids[rows]):
+        # pass 2, one DATA_DESC_ID after the other (the order of the rows in the output), in blocks of rows
+        for d in ddid_sel:
             pol_id = int(dd_pol[d])
             if not 0 <= pol_id < len(corr_types):
                 raise ValueError(f"{path}: POLARIZATION_ID {pol_id} outside the POLARIZATION table")
             corr_idx, corr_names = parallel_hands(corr_types[pol_id], "ms", f"{path} (POLARIZATION row {pol_id})")
-            sub = ms.selectrows(rows[ddids[rows] == d].tolist())
-            try:
-                data = np.asarray(sub.getcol(datacolumn))
-                if data.ndim != 3 or data.shape[1] != cf_all.size or data.shape[2] != corr_types[pol_id].size:
-                    raise ValueError(f"{path}: {datacolumn} has shape {data.shape[1:]} per row, but spw {spw_id} "
-                                     f"has {cf_all.size} channels and {corr_types[pol_id].size} correlations")
-                flag = np.asarray(sub.getcol("FLAG"), dtype=bool)
-                w, wcol = _weights(sub, cols, weight_column, datacolumn, data.shape, path)
-                flag_row = np.asarray(sub.getcol("FLAG_ROW"), dtype=bool) if "FLAG_ROW" in cols \
-                    else np.zeros(data.shape[0], bool)
-                uvw = np.asarray(sub.getcol("UVW"), dtype=np.float64)
-                a1 = np.asarray(sub.getcol("ANTENNA1"), dtype=np.int64)
-                a2 = np.asarray(sub.getcol("ANTENNA2"), dtype=np.int64)
-                t = np.asarray(sub.getcol("TIME"), dtype=np.float64)
-            finally:
-                sub.close()
-            weight_used.add(wcol)
-            corr_used.add("+".join(corr_names))
-            auto = a1 == a2
-            counts["rows_autocorrelation"] += int(auto.sum())
-            cross = ~auto
-            counts["rows_flag_row"] += int((flag_row & cross).sum())
-            data, flag, w = data[cross][:, sl], flag[cross][:, sl], w[cross][:, sl]
-            flag = flag | flag_row[cross][:, None, None]
-            vis, wsum, keep, n_flag, n_bad = average_polarisations(data, w, flag, corr_idx)
-            counts["samples_flagged"] += n_flag
-            counts["samples_bad_weight"] += n_bad
-            # CASA's sign: V = sum I exp(+2 pi i (u l + v m)) with UVW as stored; ours has -2 pi i.
-            parts.append(dict(u_m=uvw[cross, 0], v_m=uvw[cross, 1], vis=np.conj(vis), weight=wsum, keep=keep,
-                              ant1=a1[cross], ant2=a2[cross], time=t[cross]))
+            step = block_rows(chunk_rows, cf_all.size * corr_types[pol_id].size)
+            wcol = None
+            for start, nr in _blocks(n_rows, step):
+                if every_row:
+                    rows = np.arange(start, start + nr)
+                else:
+                    f_blk = np.asarray(ms.getcol("FIELD_ID", startrow=start, nrow=nr), dtype=np.int64)
+                    d_blk = np.asarray(ms.getcol("DATA_DESC_ID", startrow=start, nrow=nr), dtype=np.int64)
+                    rows = start + np.flatnonzero((f_blk == fid) & (d_blk == d))
+                    del f_blk, d_blk
+                    if rows.size == 0:
+                        continue
+                sub = _Rows(ms, rows)
+                try:
+                    data = np.asarray(sub.getcol(datacolumn))
+                    if data.ndim != 3 or data.shape[1] != cf_all.size or data.shape[2] != corr_types[pol_id].size:
+                        raise ValueError(f"{path}: {datacolumn} has shape {data.shape[1:]} per row, but spw {spw_id} "
+                                         f"has {cf_all.size} channels and {corr_types[pol_id].size} correlations")
+                    flag = np.asarray(sub.getcol("FLAG"), dtype=bool)
+                    if wcol is None:
+                        wcol = _weight_column(ms, rows[0], cols, weight_column, datacolumn, path)
+                    w = _weights(sub.getcol(wcol), wcol, datacolumn, data.shape, path)
+                    flag_row = np.asarray(sub.getcol("FLAG_ROW"), dtype=bool) if "FLAG_ROW" in cols \
+                        else np.zeros(data.shape[0], bool)
+                    uvw = np.asarray(sub.getcol("UVW"), dtype=np.float64)
+                    a1 = np.asarray(sub.getcol("ANTENNA1"), dtype=np.int64)
+                    a2 = np.asarray(sub.getcol("ANTENNA2"), dtype=np.int64)
+                    t = np.asarray(sub.getcol("TIME"), dtype=np.float64)
+                finally:
+                    sub.close()
+                weight_used.add(wcol)
+                corr_used.add("+".join(corr_names))
+                auto = a1 == a2
+                counts["rows_autocorrelation"] += int(auto.sum())
+                cross = ~auto
+                counts["rows_flag_row"] += int((flag_row & cross).sum())
+                data, flag, w = data[cross][:, sl], flag[cross][:, sl], w[cross][:, sl]
+                flag = flag | flag_row[cross][:, None, None]
+                vis, wsum, keep, n_flag, n_bad = average_polarisations(data, w, flag, corr_idx)
+                del data, flag, w
+                counts["samples_flagged"] += n_flag
+                counts["samples_bad_weight"] += n_bad
+                # CASA's sign: V = sum I exp(+2 pi i (u l + v m)) with UVW as stored; ours has -2 pi i.
+                acc.add(u_m=uvw[cross, 0], v_m=uvw[cross, 1], vis=np.conj(vis), weight=wsum, keep=keep,
+                        ant1=a1[cross], ant2=a2[cross], time=t[cross])
+                del vis, wsum, keep, uvw, a1, a2, t
     finally:
         ms.close()
-    if not parts or sum(p["u_m"].size for p in parts) == 0:
+    if acc.n_rows == 0:
         raise ValueError(f"{path}: field {fid} spw {spw_id} has only autocorrelations")
-    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     ra, dec = phase_dir[fid, 0]
     meta = dict(source_file=os.path.abspath(path), format="measurement_set", field=names[fid], field_id=fid,
                 spw=spw_id, spw_name=spw_names[spw_id], datacolumn=datacolumn,
@@ -277,4 +350,4 @@ def read_ms(path, *, field=None, spw=None, datacolumn="DATA", channels=None, wei
                 phase_centre_ra_deg=float(np.degrees(ra) % 360.0), phase_centre_dec_deg=float(np.degrees(dec)),
                 phase_centre_frame=str(frame), counts=counts,
                 conversion="vis = conj(DATA): CASA's exp(+2 pi i (u l + v m)) to ours; u, v = UVW[0:2] * freq / c")
-    return assemble(chan_freq=chan_freq, meta=meta, where=f"{path} (field {names[fid]!r}, spw {spw_id})", **cat)
+    return acc.finish(meta=meta, where=f"{path} (field {names[fid]!r}, spw {spw_id})")

@@ -22,14 +22,24 @@ the complex values *unchanged* between MS and UVFITS (``UU = UVW[0] / c``; data 
 order kept), so a UVFITS file obeys the same relation as a Measurement Set:
 ``V = sum I exp(+2 pi i (u l + v m))`` with UU, VV as stored. The reader therefore takes the
 complex conjugate of the data, exactly as the MS reader does, and keeps u, v.
+
+Memory (docs/visibility_formats.rst)
+------------------------------------
+The file is opened as a memory map (``fits.open(..., memmap=True)``) and the groups are taken in
+blocks (``chunk_rows``; default 1_000_000 groups, fewer when a group holds more than 4 values):
+the random parameters and data of one block are scaled and converted, reduced, and only the kept
+samples are held; the block's pages of the map are then handed back (``MADV_DONTNEED``) so that
+the resident size does not grow with the file. A multi-source file is scanned once more, over
+its SOURCE parameter only. The result is bitwise the same for any ``chunk_rows``.
 """
 
+import mmap
 import os
 
 import numpy as np
 
 from ..constants import C_M_S
-from ._common import assemble, average_polarisations, parallel_hands, parse_channels, source_path
+from ._common import KeptSamples, average_polarisations, block_rows, parallel_hands, parse_channels, source_path
 
 __all__ = ["read_uvfits", "is_fits"]
 
@@ -56,13 +66,59 @@ def _axes(hdr, path):
     return out
 
 
-def _par(data, prefix, path, required=True):
+def _parname(data, prefix, path, required=True):
+    """The first random-parameter name starting with ``prefix`` (``par`` adds those that share it)."""
     names = [p for p in data.parnames if p.upper().startswith(prefix)]
     if not names:
         if required:
             raise ValueError(f"{path}: no {prefix} random parameter (have {list(data.parnames)})")
         return None
-    return np.asarray(data.par(names[0]), dtype=np.float64)
+    return names[0]
+
+
+def _par(data, name):
+    """Parameter ``name`` (scaled by PSCAL/PZERO) of the groups of ``data`` (a block of them) as float64."""
+    return np.asarray(data.par(name), dtype=np.float64)
+
+
+class _Pages:
+    """Hands the pages of the memory-mapped groups back once a block is processed.
+
+    Pages of a file mapped by astropy (read-only files: a private, copy-on-write map that is
+    never written here) stay in the process's resident set once touched; ``MADV_DONTNEED`` drops
+    them from it (a later access reads them from the file again), so that the resident size does
+    not grow with the file. Does nothing where the data are not a memory map or madvise is
+    missing.
+    """
+
+    def __init__(self, data):
+        self.mm = None
+        x = data
+        while x is not None and not isinstance(x, mmap.mmap):
+            x = getattr(x, "base", None)
+        if x is None or not hasattr(x, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        try:
+            view = np.frombuffer(x, np.uint8)
+            self.offset = np.asarray(data).__array_interface__["data"][0] - view.__array_interface__["data"][0]
+            del view  # the buffer export must end before the file can be closed
+        except (TypeError, ValueError, BufferError):
+            return
+        self.mm, self.size, self.itemsize, self.done = x, len(x), data.dtype.itemsize, 0
+
+    def release(self, stop):
+        """Drop the whole pages before group ``stop``."""
+        if self.mm is None:
+            return
+        end = min(self.offset + stop * self.itemsize, self.size) // mmap.PAGESIZE * mmap.PAGESIZE
+        start = max(self.offset // mmap.PAGESIZE * mmap.PAGESIZE, self.done)
+        if end > start:
+            try:
+                self.mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+            except (OSError, ValueError):
+                self.mm = None
+                return
+            self.done = end
 
 
 def _table(hdul, name):
@@ -79,13 +135,15 @@ def _column(tab, name):
     return None
 
 
-def read_uvfits(path, *, field=None, spw=None, datacolumn="DATA", channels=None):
+def read_uvfits(path, *, field=None, spw=None, datacolumn="DATA", channels=None, chunk_rows=None):
     """Read one source and one IF of a UVFITS file (module doc) as an observation dict.
 
     ``field``: source name or ``SOURCE`` id of a multi-source file (AIPS SU table), or the
     ``OBJECT`` name (or 0) of a single-source one; ``spw``: the IF index (from 0; default: the
     only one); ``datacolumn`` must be ``"DATA"`` (UVFITS holds one data column); ``channels`` as
-    for the MS reader. Raises ValueError (one line) for unreadable files and bad selections.
+    for the MS reader; ``chunk_rows``: groups processed at once (module doc, "Memory"; default
+    1_000_000, fewer for groups of many values; the result does not depend on it). Raises
+    ValueError (one line) for unreadable files and bad selections.
     """
     try:
         from astropy.io import fits
@@ -98,8 +156,9 @@ def read_uvfits(path, *, field=None, spw=None, datacolumn="DATA", channels=None)
                          f"(DATA)")
     if not is_fits(path):
         raise ValueError(f"{path}: not a FITS file")
+    block_rows(chunk_rows, 1)  # a bad chunk_rows fails before anything is read
     try:
-        hdul = fits.open(path, memmap=False)
+        hdul = fits.open(path, memmap=True)
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: not a readable FITS file ({' '.join(str(err).split())})") from None
     with hdul:
@@ -107,34 +166,35 @@ def read_uvfits(path, *, field=None, spw=None, datacolumn="DATA", channels=None)
         hdr = hdu.header
         if not hdr.get("GROUPS", False) or not isinstance(hdu, fits.GroupsHDU):
             raise ValueError(f"{path}: not a UVFITS file (the primary HDU is not random groups)")
-        data = hdu.data
+        data = hdu.data  # memory-mapped: nothing is read until a block of groups is taken below
+        n_groups = 0 if data is None else len(data)
         ax = _axes(hdr, path)
-        uu = _par(data, "UU", path)
-        vv = _par(data, "VV", path)
-        date = _par(data, "DATE", path, required=False)
-        date = np.zeros_like(uu) if date is None else date
-        bl = _par(data, "BASELINE", path, required=False)
-        if bl is not None:
-            b = np.rint(np.floor(bl)).astype(np.int64)
-            big = b > 65536
-            a1 = np.where(big, (b - 65536) // 2048, b // 256)
-            a2 = np.where(big, (b - 65536) % 2048, b % 256)
-        else:
-            p1, p2 = _par(data, "ANTENNA1", path, False), _par(data, "ANTENNA2", path, False)
-            if p1 is None or p2 is None:
+        p_uu = _parname(data, "UU", path)
+        p_vv = _parname(data, "VV", path)
+        p_date = _parname(data, "DATE", path, required=False)
+        p_bl = _parname(data, "BASELINE", path, required=False)
+        if p_bl is None:
+            p_a1, p_a2 = _parname(data, "ANTENNA1", path, False), _parname(data, "ANTENNA2", path, False)
+            if p_a1 is None or p_a2 is None:
                 raise ValueError(f"{path}: no BASELINE (or ANTENNA1/ANTENNA2) random parameter")
-            a1, a2 = np.rint(p1).astype(np.int64), np.rint(p2).astype(np.int64)
-        a1, a2 = a1 - 1, a2 - 1  # 1-based in the file
+        n_values = int(np.prod([int(hdr[f"NAXIS{k}"]) for k in range(2, int(hdr["NAXIS"]) + 1)]))
+        step = block_rows(chunk_rows, n_values)  # groups per block
+        blocks = [(s, min(s + step, n_groups)) for s in range(0, n_groups, step)]
 
         # field (source) selection
-        src = _par(data, "SOURCE", path, required=False)
+        p_src = _parname(data, "SOURCE", path, required=False)
         su = _table(hdul, "AIPS SU")
         obj = str(hdr.get("OBJECT", "")).strip()
-        if src is not None and su is not None:
+        if p_src is not None and su is not None:
             ids = _column(su, "ID. NO.")
             ids = np.arange(1, len(su) + 1) if ids is None else ids.astype(np.int64)
             snames = [str(s).strip() for s in _column(su, "SOURCE")]
-            present = sorted(set(np.rint(src).astype(np.int64).tolist()))
+            present = set()
+            pages = _Pages(data)
+            for b0, b1 in blocks:
+                present.update(np.unique(np.rint(_par(data[b0:b1], p_src)).astype(np.int64)).tolist())
+                pages.release(b1)
+            present = sorted(present)
             listing = ", ".join(f"{i}={snames[list(ids).index(i)]!r}" for i in present if i in ids)
             if field is None:
                 if len(present) != 1:
@@ -153,8 +213,8 @@ def read_uvfits(path, *, field=None, spw=None, datacolumn="DATA", channels=None)
             fname = snames[k]
             ra = float(_column(su, "RAEPO")[k])
             dec = float(_column(su, "DECEPO")[k])
-            sel = np.rint(src).astype(np.int64) == sid
         else:
+            p_src = None  # every group is read
             if field is not None and str(field).strip() not in (obj, "0"):
                 raise ValueError(f"{path}: no field {field!r}: this single-source file holds {obj or 'one source'!r} "
                                  f"(field 0)")
@@ -162,7 +222,6 @@ def read_uvfits(path, *, field=None, spw=None, datacolumn="DATA", channels=None)
             if "RA" not in ax or "DEC" not in ax:
                 raise ValueError(f"{path}: no RA/DEC axes to give the phase centre")
             ra, dec = ax["RA"][2], ax["DEC"][2]
-            sel = np.ones(uu.size, bool)
 
         # spectral window (IF) and channels
         n_if = ax["IF"][1] if "IF" in ax else 1
@@ -196,42 +255,68 @@ def read_uvfits(path, *, field=None, spw=None, datacolumn="DATA", channels=None)
         chan_freq = cf_all[sl]
 
         # the visibilities: move axes to (group, freq, stokes, complex), one IF, one RA/DEC pixel
-        arr = np.asarray(data.data, dtype=np.float64)[sel]
+        ndim = int(hdr["NAXIS"])  # the group data array: (group, axis NAXIS, ..., axis 2)
         order = [0, ax["FREQ"][0], ax["STOKES"][0], ax["COMPLEX"][0]]
-        rest = [a for a in range(1, arr.ndim) if a not in order]
-        arr = np.transpose(arr, order + rest)
+        rest = [a for a in range(1, ndim) if a not in order]
         idx = [slice(None)] * 4
         for a in rest:  # IF takes spw_id, RA/DEC (length 1) their only pixel
             name = next(k for k, v in ax.items() if v[0] == a)
             idx.append(spw_id if name == "IF" else 0)
-        arr = arr[tuple(idx)]
-        n_cplx = arr.shape[-1]
+        idx = tuple(idx)
+        n_cplx = ax["COMPLEX"][1]
         if n_cplx not in (2, 3):
             raise ValueError(f"{path}: the COMPLEX axis has {n_cplx} elements (need real, imaginary[, weight])")
-        vis = arr[..., 0] + 1j * arr[..., 1]
-        wt = arr[..., 2] if n_cplx == 3 else np.ones(arr.shape[:-1])
         sax = ax["STOKES"]
         codes = np.rint(sax[2] + (np.arange(sax[1]) + 1 - sax[4]) * sax[3]).astype(np.int64)
         corr_idx, corr_names = parallel_hands(codes, "uvfits", path)
 
-    uu, vv, date, a1, a2 = uu[sel], vv[sel], date[sel], a1[sel], a2[sel]
-    counts = dict(rows_read=int(uu.size), rows_flag_row=0, rows_autocorrelation=int((a1 == a2).sum()),
-                  samples_flagged=0, samples_bad_weight=0)
-    cross = a1 != a2
-    vis, wt = vis[cross][:, sl], wt[cross][:, sl]
-    flag = ~(wt > 0)  # AIPS: weight <= 0 is flagged (a NaN weight too)
-    v_avg, wsum, keep, n_flag, n_bad = average_polarisations(vis, np.abs(wt), flag, corr_idx)
-    counts["samples_flagged"], counts["samples_bad_weight"] = n_flag, n_bad
-    if not cross.any():
+        acc = KeptSamples(chan_freq)
+        counts = dict(rows_read=0, rows_flag_row=0, rows_autocorrelation=0, samples_flagged=0, samples_bad_weight=0)
+        pages = _Pages(data)
+        for b0, b1 in blocks:
+            blk = data[b0:b1]  # a view of the memory map; the parameters and data of these groups only
+            uu = _par(blk, p_uu)
+            vv = _par(blk, p_vv)
+            date = np.zeros_like(uu) if p_date is None else _par(blk, p_date)
+            if p_bl is not None:
+                b = np.rint(np.floor(_par(blk, p_bl))).astype(np.int64)
+                big = b > 65536
+                a1 = np.where(big, (b - 65536) // 2048, b // 256)
+                a2 = np.where(big, (b - 65536) % 2048, b % 256)
+            else:
+                a1, a2 = np.rint(_par(blk, p_a1)).astype(np.int64), np.rint(_par(blk, p_a2)).astype(np.int64)
+            a1, a2 = a1 - 1, a2 - 1  # 1-based in the file
+            sel = np.rint(_par(blk, p_src)).astype(np.int64) == sid if p_src is not None \
+                else np.ones(uu.size, bool)
+            arr = np.asarray(blk.data, dtype=np.float64)[sel]
+            arr = np.transpose(arr, order + rest)[idx]
+            vis = arr[..., 0] + 1j * arr[..., 1]
+            wt = arr[..., 2] if n_cplx == 3 else np.ones(arr.shape[:-1])
+            del arr, blk
+            uu, vv, date, a1, a2 = uu[sel], vv[sel], date[sel], a1[sel], a2[sel]
+            counts["rows_read"] += int(uu.size)
+            counts["rows_autocorrelation"] += int((a1 == a2).sum())
+            cross = a1 != a2
+            vis, wt = vis[cross][:, sl], wt[cross][:, sl]
+            flag = ~(wt > 0)  # AIPS: weight <= 0 is flagged (a NaN weight too)
+            v_avg, wsum, keep, n_flag, n_bad = average_polarisations(vis, np.abs(wt), flag, corr_idx)
+            del vis, wt, flag
+            counts["samples_flagged"] += n_flag
+            counts["samples_bad_weight"] += n_bad
+            # u, v in metres here (times c), so that u f / c gives UU f
+            acc.add(u_m=uu[cross] * C_M_S, v_m=vv[cross] * C_M_S, vis=np.conj(v_avg), weight=wsum, keep=keep,
+                    ant1=a1[cross], ant2=a2[cross], time=date[cross])
+            del v_avg, wsum, keep
+            pages.release(b1)
+        equinox = hdr.get('EQUINOX', hdr.get('EPOCH', 2000.0))
+
+    if acc.n_rows == 0:
         raise ValueError(f"{path}: only autocorrelations")
     meta = dict(source_file=os.path.abspath(path), format="uvfits", field=fname, field_id=int(sid), spw=spw_id,
                 datacolumn="DATA", weight_column="COMPLEX[2]" if n_cplx == 3 else "none (all 1)",
                 correlations="+".join(corr_names), channel_start=sl.start, channel_stop=sl.stop, n_chan_spw=int(n_f),
                 phase_centre_ra_deg=float(ra % 360.0), phase_centre_dec_deg=float(dec),
-                phase_centre_frame=f"EQUINOX {hdr.get('EQUINOX', hdr.get('EPOCH', 2000.0))}", counts=counts,
+                phase_centre_frame=f"EQUINOX {equinox}", counts=counts,
                 conversion="vis = conj(data) (the MS relation, which casacore's UVFITS I/O keeps); "
                            "u, v = UU, VV [s] * freq")
-    # u, v in metres here (times c), so that assemble's u f / c gives UU f
-    return assemble(u_m=uu[cross] * C_M_S, v_m=vv[cross] * C_M_S, vis=np.conj(v_avg), weight=wsum, keep=keep,
-                    chan_freq=chan_freq, ant1=a1[cross], ant2=a2[cross], time=date[cross], meta=meta,
-                    where=f"{path} (IF {spw_id})")
+    return acc.finish(meta=meta, where=f"{path} (IF {spw_id})")
