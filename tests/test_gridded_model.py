@@ -211,6 +211,29 @@ def test_kernel_params_and_accuracy_knob():
             assert err < slack * tol, (kw, err)
 
 
+def test_overlap_of_the_modelled_cells():
+    """``overlap`` is the gridder's on all usable cells and is recomputed among the selected ones."""
+    rng = np.random.default_rng(5)
+    sky = SkyGrid(16, 16, 0.25)
+    u, v = _concentrated_uv(rng, sky, 1500)  # dense core (no growth), sparse outskirts (grown)
+    gv = grid_visibilities(u, v, rng.normal(size=u.size) + 1j * rng.normal(size=u.size), np.ones(u.size),
+                           np.zeros(u.size, int), sky, 1)
+    m = gv.overlap[gv.mask]
+    gm = GriddedModel(gv)
+    assert gm.overlap.dtype == torch.float64
+    np.testing.assert_array_equal(gm.overlap.numpy(), m)
+    assert gm.report["overlap_max"] == m.max() and m.max() > 2
+    keep_all = GriddedModel(gv, select=np.ones(gv.mask.shape, bool))
+    np.testing.assert_array_equal(keep_all.overlap.numpy(), m)
+    # non-grown width-1 windows tile the plane: among themselves they share nothing, although some
+    # of their samples also sit in grown neighbours' windows
+    flat = gv.halfwidth <= 0.5
+    assert np.any(gv.overlap[gv.mask & flat] > 1)
+    sel = GriddedModel(gv, select=flat)
+    assert sel.n_cells == int((gv.mask & flat).sum())
+    np.testing.assert_array_equal(sel.overlap.numpy(), 1.0)
+
+
 def test_bad_input():
     rng = np.random.default_rng(2)
     sky = SkyGrid(12, 12, 0.3)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from nuker_mge_plugin.dynamics.coords import SkyGrid, UVGrid
-from nuker_mge_plugin.dynamics.gridder import check_visibilities, grid_visibilities, kaiser_bessel
+from nuker_mge_plugin.dynamics.gridder import (CellSamples, cell_overlap, check_visibilities, grid_visibilities,
+                                               kaiser_bessel)
 from nuker_mge_plugin.dynamics.visibilities import ARCSEC_RAD
 
 
@@ -173,3 +174,76 @@ def test_samples_record_and_skygrid():
     clean = grid_visibilities(u, v, f(u, v), w, ch, sky, 2)
     got = np.bincount(cell, s.weight * f(s.u, s.v).real) + 1j * np.bincount(cell, s.weight * f(s.u, s.v).imag)
     np.testing.assert_allclose(got, clean.vis.ravel()[m], rtol=0, atol=1e-12)
+
+
+def test_overlap_is_one_without_overlapping_windows():
+    """width = 1 without growth: windows tile the plane, every usable cell has m_c = 1 exactly."""
+    rng = np.random.default_rng(3)
+    g = UVGrid.from_image(32, 32, 0.2)
+    n = 6000
+    u, v = _uniform_uv(rng, n, g, 0.4)
+    vis = rng.normal(size=n) + 1j * rng.normal(size=n)
+    d = grid_visibilities(u, v, vis, np.ones(n), np.zeros(n, int), g, 1, max_halfwidth=0.5, chunk=777)
+    assert d.report["cells_grown"] == 0 and d.report["cells_usable"] > 100
+    assert d.overlap.shape == d.mask.shape
+    assert np.all(d.overlap[d.mask] == 1.0) and np.all(np.isnan(d.overlap[~d.mask]))
+    r = d.report
+    assert r["overlap_max"] == r["overlap_mean"] == r["overlap_weight_mean"] == 1.0
+    assert r["cells_overlapping"] == 0 and np.isnan(r["overlap_mean_grown"])
+    # rows: each sample comes from a distinct input row (no visibility enters two cells)
+    assert np.unique(d.samples.row).size == d.samples.row.size
+
+
+def _brute_overlap(u, v, weight, chan, g, gv):
+    """m_c = sum_j A_cj n_j from scratch: which usable cell windows contain visibility j (or its
+    conjugate, counted once per cell), and each cell's normalised KB weights."""
+    from nuker_mge_plugin.dynamics.gridder import kaiser_bessel as kb
+    cells = np.argwhere(gv.mask)
+    n = len(u)
+    A = np.zeros((len(cells), n))
+    for c, (ch, ku, kv) in enumerate(cells):
+        h = gv.halfwidth[ch, ku, kv]
+        cu, cv = ku - g.nu // 2, kv - g.nv // 2
+        for j in range(n):
+            if chan[j] != ch:
+                continue
+            for sgn in (1, -1):  # the visibility first; its conjugate only if the visibility is not in
+                du, dv = cu - sgn * u[j] / g.du, cv - sgn * v[j] / g.dv
+                if max(abs(du), abs(dv)) < h:
+                    A[c, j] = weight[j] * kb(du / h, 2.0) * kb(dv / h, 2.0)
+                    break
+    assert np.all(A.sum(1) > 0)
+    A /= A.sum(1, keepdims=True)
+    n_j = (A > 0).sum(0)
+    return A @ n_j, A
+
+
+def test_overlap_matches_brute_force_on_sparse_grid():
+    rng = np.random.default_rng(11)
+    g = UVGrid.from_image(12, 12, 0.5)
+    n = 90  # sparse: windows grow to 2.5 cells and share most samples; some near the origin see
+    u, v = _uniform_uv(rng, n, g, 0.35)  # a visibility and its own conjugate
+    w = rng.uniform(0.5, 2.0, n)
+    ch = rng.integers(0, 2, n)
+    gv = grid_visibilities(u, v, rng.normal(size=n) + 1j * rng.normal(size=n), w, ch, g, 2, chunk=17)
+    assert gv.report["cells_grown"] > 10 and gv.report["cells_usable"] > 20
+    m_ref, A = _brute_overlap(u, v, w, ch, g, gv)
+    np.testing.assert_allclose(gv.overlap[gv.mask], m_ref, rtol=1e-12)
+    assert gv.report["overlap_max"] == pytest.approx(m_ref.max(), rel=1e-12)
+    assert gv.report["overlap_mean"] == pytest.approx(m_ref.mean(), rel=1e-12)
+    assert np.all(gv.overlap[gv.mask] >= 1.0) and m_ref.max() > 3
+    # the samples record agrees with the brute-force weights, row by row
+    s = gv.samples
+    for c in range(s.n_cells):
+        sl = slice(s.ptr[c], s.ptr[c + 1])
+        np.testing.assert_allclose(np.sort(s.weight[sl]), np.sort(A[c][A[c] > 0]), rtol=1e-12)
+        np.testing.assert_allclose(A[c, s.row[sl]], s.weight[sl], rtol=1e-12)
+
+
+def test_cell_overlap_duplicates_and_no_rows():
+    # two cells with the same two samples, and a third with a sample of its own
+    s = CellSamples(ptr=np.array([0, 2, 4, 5]), u=np.zeros(5), v=np.zeros(5),
+                    weight=np.array([0.25, 0.75, 0.25, 0.75, 1.0]), row=np.array([0, 1, 0, 1, 2]))
+    np.testing.assert_array_equal(cell_overlap(s), [2.0, 2.0, 1.0])
+    with pytest.raises(ValueError, match="row"):
+        cell_overlap(CellSamples(ptr=s.ptr, u=s.u, v=s.v, weight=s.weight))

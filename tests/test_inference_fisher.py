@@ -183,3 +183,42 @@ def test_auto_falls_back_to_reverse_when_torch_func_fails():
     with pytest.warns(RuntimeWarning, match="using method='reverse'"):
         res = empirical_fisher(leaves_torch, z)
     assert torch.allclose(res.fisher, empirical_fisher(rfun, z, method="forward").fisher, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["student_t", "gaussian"])
+def test_overlap_weights_duplicate_cell_counts_once(kind):
+    """A cell duplicated exactly, both copies weighted 1/2 (its overlap multiplicity 2), gives the
+    log-likelihood and the Fisher matrix J^T J of the single cell (likelihood.py cell_weight)."""
+    from nuker_mge_plugin.inference.likelihood import GriddedLikelihood
+
+    g = torch.Generator().manual_seed(3)
+    n, d = 12, 3
+    A = torch.randn(n, d, generator=g, dtype=DT) + 1j * torch.randn(n, d, generator=g, dtype=DT)
+    vis = torch.randn(n, generator=g, dtype=DT) + 1j * torch.randn(n, generator=g, dtype=DT)
+    sig = 0.5 + torch.rand(n, generator=g, dtype=DT)
+    neff = 2.0 + 5 * torch.rand(n, generator=g, dtype=DT)
+    dup = torch.cat([torch.arange(n), torch.tensor([4])])  # cell 4 twice
+    w = torch.ones(n + 1, dtype=DT)
+    w[4] = w[-1] = 0.5
+    one = GriddedLikelihood(vis, sig, neff, kind=kind)
+    two = GriddedLikelihood(vis[dup], sig[dup], neff[dup], kind=kind, cell_weight=w)
+    assert torch.equal(GriddedLikelihood(vis, sig, neff, kind=kind, cell_weight=torch.ones(n)).const, one.const)
+    z = torch.randn(5, d, generator=g, dtype=DT)
+    torch.testing.assert_close(two(z.to(A.dtype) @ A[dup].T), one(z.to(A.dtype) @ A.T), rtol=1e-13, atol=1e-11)
+    F = [fisher_from_jacobian(residual_jacobian(lambda t, lk=lk, Ak=Ak: lk.whitened_residuals(Ak @ t.to(A.dtype)),
+                                                z[0], method="reverse")[1]) for lk, Ak in ((one, A), (two, A[dup]))]
+    torch.testing.assert_close(F[1], F[0], rtol=1e-12, atol=1e-12)
+    # unweighted, the duplicate is counted twice: more information than the data hold
+    plain = GriddedLikelihood(vis[dup], sig[dup], neff[dup], kind=kind)
+    assert float(plain.residual_weights()[4]) == pytest.approx(float(two.residual_weights()[4]) * math.sqrt(2))
+
+
+def test_cell_weight_validated():
+    from nuker_mge_plugin.inference.likelihood import GriddedLikelihood
+
+    vis, sig, neff = torch.ones(3, dtype=torch.complex128), torch.ones(3, dtype=DT), torch.full((3,), 4.0, dtype=DT)
+    for bad in ([1.0, 0.0, 1.0], [1.0, 1.5, 1.0], [1.0, float("nan"), 1.0], [-0.5, 1.0, 1.0], [1.0, 1.0]):
+        with pytest.raises(ValueError, match="cell_weight"):
+            GriddedLikelihood(vis, sig, neff, cell_weight=torch.tensor(bad, dtype=DT))
+    lk = GriddedLikelihood(vis, sig, neff, cell_weight=[1.0, 0.5, 0.25])
+    assert torch.equal(lk.cell_weight, torch.tensor([1.0, 0.5, 0.25], dtype=DT))

@@ -7,6 +7,13 @@ offsets (fit - truth) in posterior standard deviations of log10 M_BH, inclinatio
 velocity and centre, the 68% / 99.7% HDIs of log10 M_BH, R-hat, bulk ESS and wall time.
 
     .venv/bin/python validation/m5_recovery.py [--cases demo,edge,sparse] [--out validation/out/m5]
+        [--seeds 21,22,23] [--mask-grown] [--no-overlap-weights]
+
+``--seeds`` refits each case on other noise realisations (and antenna layouts): the mock's
+observation ``seed`` is replaced by each value in turn, outputs go to ``OUT/CASE/seedN``, and
+each case also gets a summary over the seeds (the z-scores of log10 M_BH, their mean and
+scatter, and the mean posterior sigma). ``--no-overlap-weights`` fits with ``[likelihood]
+overlap_weights = false`` (every gridded cell treated as independent).
 """
 
 import argparse
@@ -14,6 +21,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,7 +49,7 @@ CASES = {
 KEYS = ("log10_mbh", "inclination", "pa", "systemic_velocity", "x", "y")
 
 
-def run_case(name, out, nsamps=None, nsub=None, mask_grown=False):
+def run_case(name, out, nsamps=None, nsub=None, mask_grown=False, seed=None, overlap_weights=True):
     truth_over, obs_over, prior_over, model_over = CASES[name]
     mock = load_example("ngc4697_mock.toml")
     fit = load_example("ngc4697_fit.toml")
@@ -48,8 +57,11 @@ def run_case(name, out, nsamps=None, nsub=None, mask_grown=False):
     obs = {**mock["observation"], **obs_over}
     if nsamps:
         obs["nsamps"] = int(nsamps)
+    if seed is not None:
+        obs["seed"] = int(seed)
     if "ha_range_h" in obs:
         obs["ha_range_h"] = tuple(obs["ha_range_h"])
+    out = Path(out).resolve()  # data.path and output.dir resolve against base_dir = out
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     mock_from_parameters(out / "obs.npz", truth, distance_mpc=mock["galaxy"]["distance_mpc"], **obs)
@@ -61,11 +73,16 @@ def run_case(name, out, nsamps=None, nsub=None, mask_grown=False):
         fit["model"]["nsub"] = int(nsub)
     if mask_grown:
         fit.setdefault("gridding", {})["mask_grown"] = True
+    fit.setdefault("likelihood", {})["overlap_weights"] = bool(overlap_weights)
     cfg = config_from_dict(fit, base_dir=str(out), source=str(out / "fit.toml"))
     s = run_fit(cfg, out / "fit", progress=False, log=lambda *_: None)
     p = s["parameters"]
+    g = s.get("gridding", {})
     res = dict(truth={k: truth[k] for k in KEYS}, sigma_jy=obs["sigma_jy"], nsamps=obs["nsamps"],
-               nsub=cfg.model.nsub, mask_grown=cfg.gridding.mask_grown,
+               seed=obs.get("seed"), nsub=cfg.model.nsub, mask_grown=cfg.gridding.mask_grown,
+               overlap_weights=cfg.likelihood.overlap_weights, n_cells=s.get("n_cells"),
+               gridding={k: g.get(k) for k in ("cells_usable", "cells_grown", "overlap_factor", "overlap_max",
+                                               "overlap_mean", "overlap_mean_grown", "overlap_weight_mean")},
                map_chi2_per_cell=s.get("map", {}).get("chi2_per_cell"),
                mock_s=round(t_mock, 1), wall_time_s=round(s["wall_time_s"], 1),
                max_r_hat=s["diagnostics"]["max_r_hat"], min_ess_bulk=s["diagnostics"]["min_ess_bulk"],
@@ -92,15 +109,42 @@ def main():
     ap.add_argument("--mask-grown", action="store_true",
                     help="fit only cells with non-overlapping windows ([gridding] mask_grown = true)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the fit config's)")
+    ap.add_argument("--no-overlap-weights", action="store_true",
+                    help="treat every gridded cell as independent ([likelihood] overlap_weights = false)")
+    ap.add_argument("--seeds", default=None,
+                    help="comma-separated observation/noise seeds replacing each case's mock seed (e.g. 21,22,23); "
+                         "outputs in OUT/CASE/seedN")
     a = ap.parse_args()
     if a.threads:
         import torch
         torch.set_num_threads(a.threads)
+    seeds = [int(x) for x in a.seeds.split(",")] if a.seeds else None
+    kw = dict(nsamps=a.nsamps, nsub=a.nsub, mask_grown=a.mask_grown, overlap_weights=not a.no_overlap_weights)
     result = {}
     for name in a.cases.split(","):
-        result[name] = run_case(name, Path(a.out) / name, nsamps=a.nsamps, nsub=a.nsub, mask_grown=a.mask_grown)
-        print(json.dumps({name: result[name]}), flush=True)  # each case as it finishes
+        if seeds is None:
+            result[name] = run_case(name, Path(a.out) / name, **kw)
+            print(json.dumps({name: result[name]}), flush=True)  # each case as it finishes
+            continue
+        per = {}
+        for sd in seeds:
+            per[str(sd)] = run_case(name, Path(a.out) / name / f"seed{sd}", seed=sd, **kw)
+            print(json.dumps({name: {str(sd): per[str(sd)]}}), flush=True)  # each fit as it finishes
+        result[name] = dict(seeds=per, summary=seed_summary(per))
+        print(json.dumps({name: {"summary": result[name]["summary"]}}), flush=True)
     print(json.dumps(dict(metric="M5", cases=result), indent=1))
+
+
+def seed_summary(per):
+    """log10 M_BH over the noise realisations: z-scores, their mean and scatter, the mean posterior sigma."""
+    z = np.array([r["log10_mbh"]["z"] for r in per.values()])
+    sd = np.array([r["log10_mbh"]["std"] for r in per.values()])
+    med = np.array([r["log10_mbh"]["median"] for r in per.values()])
+    return dict(z_log10_mbh=z.round(3).tolist(), z_mean=float(z.mean()),
+                z_rms=float(np.sqrt(np.mean(z ** 2))), z_scatter=float(z.std(ddof=1)) if z.size > 1 else None,
+                std_log10_mbh_mean=float(sd.mean()),
+                median_scatter_over_std=float(med.std(ddof=1) / sd.mean()) if z.size > 1 else None,
+                n_pass=int(sum(r["pass"] for r in per.values())), n=int(z.size))
 
 
 if __name__ == "__main__":

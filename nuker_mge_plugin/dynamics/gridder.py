@@ -25,9 +25,16 @@ What it does about the pitfalls (docs/design.rst, "Pitfalls"):
 * **Window overlap.** With the default ``width = 1`` cell (half-width 0.5) windows tile the plane
   without overlap: each sample enters exactly one cell and cells are independent. Grown windows (and
   ``width > 1``) share samples with neighbouring cells, which a likelihood treating cells as
-  independent over-counts; the report gives the number of grown cells and ``overlap_factor`` =
-  (sample-cell uses) / (samples used), 1 when there is no overlap. Leave grown cells out
-  (``GriddedModel(..., select=gv.halfwidth <= width / 2)``) for strict independence.
+  independent over-counts. ``overlap`` gives, per usable cell ``c``, its *overlap multiplicity*
+  ``m_c = sum_j A_cj n_j``: ``A_cj`` the normalised window weights of the cell's samples
+  (``samples.weight``, summing to 1 over the cell), ``n_j`` the number of usable cells that
+  visibility ``j`` enters (a visibility and its conjugate are one sample). ``m_c = 1`` exactly when
+  no sample of ``c`` is shared; ``k`` for ``k`` cells holding the same samples. The likelihood
+  weights each cell by ``1 / m_c`` (inference/likelihood.py, ``[likelihood] overlap_weights``) so
+  that shared samples are not counted several times. The report gives the number of grown cells,
+  ``overlap_factor`` = (sample-cell uses) / (samples used), 1 when there is no overlap, and
+  ``overlap_max`` / ``overlap_mean`` / ``overlap_mean_grown`` of ``m_c``. Alternatively leave grown
+  cells out (``GriddedModel(..., select=gv.halfwidth <= width / 2)``) for strict independence.
 * **Noisy sigma.** ``n_vis`` and Kish's ``n_eff = (sum a)^2 / sum a^2`` are returned so that the
   likelihood can use a Student-t with ``n_eff - 1`` degrees of freedom or inflate sigma (the paper
   uses a Gaussian with 2 sigma).
@@ -52,10 +59,10 @@ What a likelihood may assume: the noise of one cell is that of a weighted mean o
 (Gaussian, variance ``sigma^2`` per component, estimated from ``n_eff`` samples: Student-t). Cells
 that share no sample (all cells when no window grew and ``width <= 1``) are independent; cells
 whose windows overlap (``halfwidth > width / 2``) share samples and are positively correlated,
-which a likelihood treating all cells as independent over-counts by up to ``overlap_factor``.
+which a likelihood treating all cells as independent over-counts (by ``m_c`` per cell, ``overlap``).
 
 Memory is linear in the number of visibilities: they are processed in chunks of ``chunk`` rows;
-``samples`` holds 24 bytes per sample-cell use (``report["n_pairs"]``).
+``samples`` holds 28 bytes per sample-cell use (``report["n_pairs"]``; 32 beyond 2^31 rows).
 
 Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
 Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,
@@ -73,7 +80,7 @@ from scipy.special import i0
 from ..observation import check_visibilities
 from .coords import SkyGrid, UVGrid
 
-__all__ = ["kaiser_bessel", "CellSamples", "GriddedVis", "grid_visibilities", "check_visibilities"]
+__all__ = ["kaiser_bessel", "CellSamples", "GriddedVis", "grid_visibilities", "cell_overlap", "check_visibilities"]
 
 
 def kaiser_bessel(x, beta):
@@ -102,14 +109,16 @@ class CellSamples:
 
     Samples of cell ``c`` are ``ptr[c]:ptr[c + 1]``; ``u, v`` [wavelengths] are where the sample was
     used (a conjugated visibility at ``(-u, -v)``), ``weight`` its normalised KB weight
-    ``a_i / sum(a)`` (summing to 1 over each cell). A visibility enters several cells when windows
-    overlap. The model of cell ``c`` is ``sum_i weight_i V_model(u_i, v_i)``.
+    ``a_i / sum(a)`` (summing to 1 over each cell), ``row`` the input row (visibility) it came
+    from (a visibility and its conjugate share the row; None when unknown). A visibility enters
+    several cells when windows overlap. The model of cell ``c`` is ``sum_i weight_i V_model(u_i, v_i)``.
     """
 
     ptr: np.ndarray  # (n_cells + 1,) int64
     u: np.ndarray  # (n_pairs,) float64 [wavelengths]
     v: np.ndarray  # (n_pairs,) float64 [wavelengths]
     weight: np.ndarray  # (n_pairs,) float64, sums to 1 per cell
+    row: np.ndarray = None  # (n_pairs,) int32 (int64 beyond 2^31 rows), input row of each sample
 
     @property
     def n_cells(self):
@@ -131,7 +140,9 @@ class GriddedVis:
     halfwidth [cells]: final window half-width; samples: :class:`CellSamples` of the usable cells
     (what :class:`~.visibilities.GriddedModel` needs to model each cell exactly); sky: the
     :class:`~.coords.SkyGrid` given to the gridder, or None when a bare UVGrid was given;
-    report: counts (see grid_visibilities).
+    report: counts (see grid_visibilities); overlap: the overlap multiplicity
+    ``m_c = sum_j A_cj n_j >= 1`` of each usable cell (NaN where masked; :func:`cell_overlap`):
+    1 for a cell that shares no sample with another usable cell.
     """
 
     grid: UVGrid
@@ -144,6 +155,7 @@ class GriddedVis:
     samples: CellSamples = None
     sky: SkyGrid = None
     report: dict = field(default_factory=dict)
+    overlap: np.ndarray = None
 
     @property
     def n_chan(self):
@@ -197,7 +209,11 @@ def grid_visibilities(u, v, vis, weight, chan, grid, n_chan, *, width=1.0, beta=
         weight -- counted, not silently dropped), cells_half_plane, cells_usable, cells_grown,
         cells_too_few (had samples but < min_count at the largest window), cells_empty,
         cells_bad_sigma (zero/non-finite variance), overlap_factor, usable_cells_per_channel,
-        n_pairs (sample-cell uses recorded in ``samples``).
+        n_pairs (sample-cell uses recorded in ``samples``); of the overlap multiplicity ``m_c`` of
+        the usable cells (``GriddedVis.overlap``): overlap_max, overlap_mean, overlap_mean_grown
+        (over the grown cells; NaN without any), cells_overlapping (``m_c > 1``) and
+        overlap_weight_mean, the mean of ``1 / m_c`` (the share of the cell count an
+        overlap-weighted likelihood keeps; 1 without overlap).
     """
     sky = grid if isinstance(grid, SkyGrid) else None
     if sky is not None:
@@ -270,7 +286,8 @@ def grid_visibilities(u, v, vis, weight, chan, grid, n_chan, *, width=1.0, beta=
     sim = np.zeros(ncell)
     nvis = np.zeros(ncell)
     used = np.zeros(N, dtype=bool)
-    rec_cell, rec_u, rec_v, rec_a = [], [], [], []  # every used sample-cell pair, for CellSamples
+    rec_cell, rec_u, rec_v, rec_a, rec_row = [], [], [], [], []  # every used sample-cell pair, for CellSamples
+    row_dt = np.int32 if N < 2**31 else np.int64
     for sl in chunks:
         for flat, du_, dv_, dmax, dother, conj, V, w, idx in pairs(sl):
             use, a = weights(flat, du_, dv_, dmax, dother, conj, w)
@@ -287,6 +304,7 @@ def grid_visibilities(u, v, vis, weight, chan, grid, n_chan, *, width=1.0, beta=
             rec_a.append(a)
             rows = idx[use] % (sl.stop - sl.start)
             used[sl.start + rows] = True
+            rec_row.append((sl.start + rows).astype(row_dt))
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = (sre + 1j * sim) / sa
     sdev = np.zeros(ncell)
@@ -304,19 +322,29 @@ def grid_visibilities(u, v, vis, weight, chan, grid, n_chan, *, width=1.0, beta=
     # zero (or round-off-level) scatter: identical samples, no noise information -> masked
     good_sig = np.isfinite(sig) & (sig > 1e-10 * np.abs(np.nan_to_num(mean))) & (sig > 0)
     mask = hp_all & enough_final & good_sig
-    samples = _cell_samples(mask, sa, rec_cell, rec_u, rec_v, rec_a)
+    samples = _cell_samples(mask, sa, rec_cell, rec_u, rec_v, rec_a, rec_row)
+    del rec_cell, rec_u, rec_v, rec_a, rec_row
+    m_c = cell_overlap(samples, N)  # overlap multiplicity of the usable cells
+    overlap = np.full(ncell, np.nan)
+    overlap[mask] = m_c
+    grown = mask & (h_cell > width / 2.0 + 1e-9)
     rep = dict(
         n_input=N, n_used=int(used.sum()), n_unused=int(N - used.sum()), n_chan=int(n_chan), grid=[nu, nv],
         du_lambda=grid.du,
         dv_lambda=grid.dv, kb_width_cells=width, kb_beta=beta, min_count=min_count,
         cells_half_plane=int(hp_all.sum()),
         cells_usable=int(mask.sum()),
-        cells_grown=int((mask & (h_cell > width / 2.0 + 1e-9)).sum()),
+        cells_grown=int(grown.sum()),
         cells_empty=int((hp_all & ~ever).sum()),
         cells_too_few=int((hp_all & ever & ~enough_final).sum()),
         cells_bad_sigma=int((hp_all & enough_final & ~good_sig).sum()),
         overlap_factor=float(nvis.sum() / used.sum()) if used.any() else float("nan"),
         n_pairs=int(samples.ptr[-1]),
+        overlap_max=float(m_c.max()) if m_c.size else float("nan"),
+        overlap_mean=float(m_c.mean()) if m_c.size else float("nan"),
+        overlap_mean_grown=float(overlap[grown].mean()) if grown.any() else float("nan"),
+        cells_overlapping=int((m_c > 1.0).sum()),
+        overlap_weight_mean=float(np.mean(1.0 / m_c)) if m_c.size else float("nan"),
     )
     per_ch = mask.reshape(n_chan, -1).sum(axis=1)
     rep["usable_cells_per_channel"] = per_ch.tolist()
@@ -336,10 +364,44 @@ def grid_visibilities(u, v, vis, weight, chan, grid, n_chan, *, width=1.0, beta=
         samples=samples,
         sky=sky,
         report=rep,
+        overlap=overlap.reshape(shp),
     )
 
 
-def _cell_samples(mask, sa, cells, us, vs, As):
+def cell_overlap(samples, n_rows=None):
+    """Overlap multiplicity ``m_c = sum_j A_cj n_j`` of each cell of a :class:`CellSamples`, (n_cells,).
+
+    ``A_cj`` = ``samples.weight`` (cell ``c``'s normalised window weight of sample ``j``, summing to
+    1 over the cell) and ``n_j`` the number of the record's cells that input row ``j`` enters
+    (``samples.row``; a visibility and its conjugate are one row). Computed as
+    ``1 + sum_j A_cj (n_j - 1)``: exactly 1 for a cell none of whose samples enters another cell
+    of the record, ``k`` when ``k`` cells hold the same samples, never below 1. Cells left out of
+    the record (e.g. by ``GriddedModel(select=...)``) do not count: compute it on the selected
+    record for the cells a likelihood actually uses.
+
+    Parameters
+    ----------
+    samples : CellSamples
+        With ``row`` (grid_visibilities records it).
+    n_rows : int, optional
+        Number of input rows (default ``max(row) + 1``).
+
+    Returns
+    -------
+    numpy.ndarray (n_cells,) float64, >= 1.
+    """
+    if samples.row is None:
+        raise ValueError("samples has no row record: grid with this version of grid_visibilities")
+    row = samples.row
+    if row.size == 0:
+        return np.ones(samples.n_cells)
+    n = np.bincount(row, minlength=0 if n_rows is None else int(n_rows))  # cells each row enters
+    extra = samples.weight * (n[row] - 1)
+    cell = np.repeat(np.arange(samples.n_cells), samples.counts)
+    return 1.0 + np.bincount(cell, extra, minlength=samples.n_cells)
+
+
+def _cell_samples(mask, sa, cells, us, vs, As, rows):
     """Group the recorded sample-cell pairs by usable cell (flat order), weights normalised per cell."""
     cells = np.concatenate(cells) if cells else np.zeros(0, np.int64)
     keep = mask[cells]
@@ -348,7 +410,8 @@ def _cell_samples(mask, sa, cells, us, vs, As):
     cells = cells[order]
     pick = lambda xs: (np.concatenate(xs)[keep][order] if xs else np.zeros(0))  # noqa: E731
     u, v, a = pick(us), pick(vs), pick(As)
+    row = np.concatenate(rows)[keep][order] if rows else np.zeros(0, np.int32)
     rank = np.cumsum(mask) - 1  # position of each usable cell in flatnonzero(mask)
     counts = np.bincount(rank[cells], minlength=int(mask.sum()))
     ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return CellSamples(ptr=ptr, u=u, v=v, weight=a / sa[cells])
+    return CellSamples(ptr=ptr, u=u, v=v, weight=a / sa[cells], row=row)

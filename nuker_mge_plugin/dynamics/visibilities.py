@@ -428,7 +428,8 @@ def _select_samples(samples, keep):
     counts = samples.counts[keep]
     take = np.repeat(keep, samples.counts)
     return CellSamples(ptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), u=samples.u[take],
-                       v=samples.v[take], weight=samples.weight[take])
+                       v=samples.v[take], weight=samples.weight[take],
+                       row=None if samples.row is None else samples.row[take])
 
 
 class GriddedModel(torch.nn.Module):
@@ -450,7 +451,8 @@ class GriddedModel(torch.nn.Module):
         Further cells to leave out: only ``gridded.mask & select`` are modelled (e.g.
         ``gridded.halfwidth <= 0.5`` keeps the non-overlapping windows only, for strictly
         independent cells). ``report["information_kept"]`` gives the kept share of
-        ``sum 1 / sigma^2`` over the usable cells.
+        ``sum 1 / sigma^2`` over the usable cells. ``overlap`` is then recomputed over the kept
+        cells only (a sample shared with a left-out cell is no longer shared).
     backend : "auto", "scipy" or "torch"
         Sparse products: "scipy" (CPU only) uses scipy's compiled complex CSR kernels, "torch" torch
         CSR (MKL on CPU, cuSPARSE on CUDA). "auto" takes scipy for a single model on CPU (10-30%
@@ -464,7 +466,12 @@ class GriddedModel(torch.nn.Module):
     ----------
     vis : (n_cells,) complex128 [Jy]; sigma : (n_cells,) float64 [Jy per component];
     n_eff, n_vis, halfwidth [cells] : (n_cells,); chan, ku, kv, cell_index : (n_cells,) int64
-    (channel, uv cell, flat index into (n_chan, nu, nv)). ``report``: sizes of the operator.
+    (channel, uv cell, flat index into (n_chan, nu, nv)); overlap : (n_cells,) float64, the overlap
+    multiplicity ``m_c >= 1`` of each modelled cell among the modelled cells
+    (:func:`~.gridder.cell_overlap`; ``gridded.overlap`` when nothing is left out by ``select``),
+    whose inverse is the likelihood's ``cell_weight`` (all 1 for a hand-made ``samples`` without
+    ``row``). ``report``: sizes of the operator, and ``overlap_max`` / ``overlap_mean`` of the
+    modelled cells.
 
     Memory: the operator has ``report["nnz"]`` complex entries (about ``(2 h sigma + W)^2`` per cell
     of window half-width h, ~100 at the defaults), bounded by the number of cells whatever the
@@ -485,7 +492,7 @@ class GriddedModel(torch.nn.Module):
     def __init__(self, gridded, sky=None, pb=None, *, oversample=2.0, tol=1e-6, select=None, backend="auto",
                  chunk=1_000_000):
         super().__init__()
-        from .gridder import GriddedVis
+        from .gridder import GriddedVis, cell_overlap
 
         if not isinstance(gridded, GriddedVis):
             raise TypeError(f"gridded must be a GriddedVis (grid_visibilities), got {type(gridded).__name__}")
@@ -511,6 +518,7 @@ class GriddedModel(torch.nn.Module):
         if samples.n_cells != cell_index.size:
             raise ValueError(f"gridded.samples has {samples.n_cells} cells but the mask {cell_index.size}")
         info_all = float(np.sum(gridded.sigma.ravel()[cell_index] ** -2.0))
+        overlap = None if gridded.overlap is None else gridded.overlap.ravel()[cell_index]
         if select is not None:
             sel = np.asarray(select)
             if sel.shape != gridded.mask.shape or sel.dtype != bool:
@@ -518,15 +526,19 @@ class GriddedModel(torch.nn.Module):
                                  f"got {sel.dtype} {sel.shape}")
             keep = sel.ravel()[cell_index]
             cell_index, samples = cell_index[keep], _select_samples(samples, keep)
+            overlap = None if overlap is None or not keep.all() else overlap[keep]  # else: recomputed below
         if cell_index.size == 0:
             raise ValueError("gridded has no usable cell" + ("" if select is None else " in select"))
         chan, ku, kv = np.unravel_index(cell_index, (n_chan, nu, nv))
         self.n_cells = int(cell_index.size)
+        if overlap is None:  # over the kept cells; 1 (no correction) for a hand-made record without rows
+            overlap = cell_overlap(samples) if samples.row is not None else np.ones(cell_index.size)
         for name, arr, dt in (("vis", gridded.vis.ravel()[cell_index], torch.complex128),
                               ("sigma", gridded.sigma.ravel()[cell_index], torch.float64),
                               ("n_eff", gridded.n_eff.ravel()[cell_index], torch.float64),
                               ("n_vis", gridded.n_vis.ravel()[cell_index], torch.int64),
                               ("halfwidth", gridded.halfwidth.ravel()[cell_index], torch.float64),
+                              ("overlap", overlap, torch.float64),
                               ("chan", chan, torch.int64), ("ku", ku, torch.int64), ("kv", kv, torch.int64),
                               ("cell_index", cell_index, torch.int64)):
             self.register_buffer(name, torch.as_tensor(np.ascontiguousarray(arr)).to(dt))
@@ -566,7 +578,8 @@ class GriddedModel(torch.nn.Module):
                            tol=tol, nnz=int(nnz), nnz_p=int(P.nnz), nnz_q=int(Q.nnz), nnz_per_cell=nnz / self.n_cells,
                            master_mbytes=nnz * 20 / 1e6, operator_mbytes_float32=nnz * 32 / 1e6,
                            cells_left_out=int(gridded.mask.sum()) - self.n_cells,
-                           information_kept=float(np.sum(self.sigma.numpy() ** -2.0)) / info_all)
+                           information_kept=float(np.sum(self.sigma.numpy() ** -2.0)) / info_all,
+                           overlap_max=float(overlap.max()), overlap_mean=float(overlap.mean()))
 
     # -------------------------------------------------------------- precomputation
     def _build(self, samples, chan, pos, W, beta, chunk):
