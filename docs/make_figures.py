@@ -6,9 +6,12 @@ Each figure in ``docs/`` belongs to one group:
 * ``validation`` (minutes): the figures of three validation scripts, run with the arguments the
   README quotes, copied from ``validation/out/``;
 * ``demo`` (the full demo fit, ~7 minutes on two cores): ``nuker-mge demo --out DEMO_OUT`` (it
-  resumes a finished or interrupted fit in DEMO_OUT), then its figures are copied here.
+  resumes a finished or interrupted fit in DEMO_OUT), then its figures are copied here;
+* ``real`` (~20 minutes): the image-plane fit of the CARMA cube of NGC 4324,
+  ``validation/ngc4324_fit.py --resume`` (the cube stays in ../shared/data; a finished fit is
+  only reloaded), then its figures.
 
-``python docs/make_figures.py quick validation demo`` does everything; ``--list`` prints the
+``python docs/make_figures.py quick validation demo real`` does everything; ``--list`` prints the
 table. Every copy is atomic, so an interrupted run leaves the previous figure in place.
 """
 
@@ -33,8 +36,12 @@ FIGURES = {
     "demo_fit_mbh.png": ("demo", "fit/mbh.png"),
     "demo_fit_maps.png": ("demo", "fit/maps.png"),
     "demo_fit_vcirc.png": ("demo", "fit/vcirc.png"),
+    "ngc4324_maps.png": ("real", "maps.png"),
+    "ngc4324_pv.png": ("real", "pv.png"),
 }
-GROUPS = ("quick", "validation", "demo")
+GROUPS = ("quick", "validation", "demo", "real")
+#: The real-data fit behind the ``real`` group (it reads ../shared/data/NGC4324_CO10_CARMA.fits).
+REAL = ["validation/ngc4324_fit.py", "--resume", "--out", os.path.join(VALIDATION_OUT, "ngc4324")]
 
 
 def _install(src, name):
@@ -84,7 +91,8 @@ def main(argv=None):
         p.error(f"unknown group(s) {', '.join(unknown)}: choose from {', '.join(GROUPS)}")
     if a.list:
         for name, (group, how) in FIGURES.items():
-            print(f"{group:10s} docs/{name:28s} {' '.join(how) if isinstance(how, list) else how or 'demo step 1'}")
+            how = " ".join(how) if isinstance(how, list) else how or "demo step 1"
+            print(f"{group:10s} docs/{name:28s} {how}")
         return 0
     groups = a.groups or list(GROUPS)
     if "quick" in groups:
@@ -100,6 +108,11 @@ def main(argv=None):
             if group == "demo":
                 _install(os.path.join(ROOT, a.demo_out, src), name)
         _install(os.path.join(ROOT, a.demo_out, "ngc4697_like_mge.png"), "demo_mge.png")
+    if "real" in groups:
+        run([sys.executable, *REAL])
+        for name, (group, src) in FIGURES.items():
+            if group == "real":
+                _install(os.path.join(REAL[-1], src), name)
     return 0
 
 

@@ -153,11 +153,14 @@ BAD = [
     ("galaxy.distance_mpc", -3.0, "galaxy.distance_mpc"),
     ("likelihood.kind", "poisson", "likelihood.kind"),
     ("likelihood.sigma_scale", 2.0, "likelihood.sigma_scale"),  # with kind = student_t
+    ("likelihood.overlap_weights", "yes", "likelihood.overlap_weights"),
+    ("likelihood.overlap_weights", 1, "likelihood.overlap_weights"),
+    ("likelihood.overlap_weight", True, "likelihood.overlap_weight"),
     ("model.backend", "mlp", "model.backend"),
     ("model.n_pix", 4, "model.n_pix"),
     ("model.cell_arcsec", 0.0, "model.cell_arcsec"),
     ("model.cell_arcsec", -0.1, "model.cell_arcsec"),
-    ("model.surface_brightness", "ring", "model.surface_brightness"),
+    ("model.surface_brightness", "spiral", "model.surface_brightness"),
     ("data.path", "missing.npz", "data.path"),
     ("data.rest_freq_hz", -1.0, "data.rest_freq_hz"),
     ("map.n_starts", 0, "map.n_starts"),
@@ -215,3 +218,16 @@ def test_step_sizes_and_trials(example):
     with pytest.raises(ConfigError, match=r"^sampler\.n_step_trials"):
         config_from_dict(_set(raw, "sampler.n_step_trials", 5), base_dir=example.parent)
     assert cfg.gridding.kwargs() == dict(width=1.0, beta=2.0, min_count=5, max_halfwidth=2.5, grow_step=0.5)
+
+
+def test_overlap_weights_key(example):
+    assert config_from_dict(_base(), base_dir=example.parent).likelihood.overlap_weights is True
+    for value in (False, True):
+        raw = _set(_base(), "likelihood.overlap_weights", value)
+        cfg = config_from_dict(raw, base_dir=example.parent)
+        assert cfg.likelihood.overlap_weights is value
+        assert tomllib.loads(cfg.to_toml_str())["likelihood"]["overlap_weights"] is value  # round trip
+    with pytest.raises(ConfigError, match=r"^likelihood\.overlap_weights: expects true or false, got 'yes'$"):
+        config_from_dict(_set(_base(), "likelihood.overlap_weights", "yes"), base_dir=example.parent)
+    with pytest.raises(ConfigError, match=r"did you mean likelihood\.overlap_weights\?"):
+        config_from_dict(_set(_base(), "likelihood.overlap_weight", False), base_dir=example.parent)

@@ -339,6 +339,15 @@ def test_fully_flagged_channel_is_a_clear_error(tmp_path):
     assert read_ms(p, channels="0:2")["chan_freq"].size == 2
 
 
+def test_measurement_set_with_no_unflagged_row_fails_in_one_line(tmp_path):
+    uvw, a1, a2, _ = array_uvw(n_ant=3, n_times=2)
+    p = write_ms(tmp_path / "allflag.ms", uvw=uvw, ant1=a1, ant2=a2, data=np.ones((len(a1), 2, 2), complex),
+                 chan_freqs=[[1e11, 1.1e11]], flag_row=np.ones(len(a1), bool))
+    with pytest.raises(ValueError, match=r"allflag\.ms.*no unflagged visibility in the selection") as e:
+        read_ms(p)
+    assert "\n" not in str(e.value)
+
+
 def test_swapped_antenna_order_is_the_same_measurement(tmp_path):
     uvw = np.array([[40.0, -10.0, 0.0]])
     d = casa_point_source(uvw, np.array([2e11]), 1.0, -0.5)[:, :, None].repeat(2, 2)

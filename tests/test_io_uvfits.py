@@ -234,3 +234,15 @@ def test_chunked_read_is_bitwise_identical(tmp_path):
                 assert (str(x) == str(y)) if k == "meta" else (x.tobytes() == y.tobytes()), k
     with pytest.raises(ValueError, match="chunk_rows 0 is invalid"):
         load_visibilities(p, field="CAL", chunk_rows=0)
+
+
+def test_uvfits_without_uu_vv_fails_in_one_line(tmp_path):
+    """Random groups whose parameters lack UU/VV (here renamed): one line naming the file."""
+    n = 3
+    p = write_uvfits(tmp_path / "nouv.uvfits", uu_s=np.full(n, 1e-7), vv_s=np.zeros(n), ant1=[0, 0, 1], ant2=[1, 2, 2],
+                     vis=np.ones((n, 1, 1, 2), complex), weight=np.ones((n, 1, 1, 2)))
+    with fits.open(p, mode="update") as h:
+        h[0].header["PTYPE1"], h[0].header["PTYPE2"] = "XX", "YY"
+    with pytest.raises(ValueError, match=r"nouv\.uvfits.*UU") as e:
+        read_uvfits(p)
+    assert "\n" not in str(e.value)

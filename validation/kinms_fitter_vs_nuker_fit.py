@@ -2,6 +2,7 @@
 
     python validation/kinms_fitter_vs_nuker_fit.py [--out validation/out/] [--niters 600]
                                                    [--numatonce 150] [--nsamps 50000] [--quick]
+                                                   [--routes nuker_vcirc,fixed_mge,image_plane] [--nsub 3]
 
 The mock: :func:`nuker_mge_plugin.adapters.kinms_fitter.write_mock_fits`, a 64 x 64 pixel x 30
 channel KinMS cube (0.1" pixels, 25 km/s channels, 0.3" round beam, peak S/N 30) of the
@@ -20,8 +21,10 @@ the same start (log10 M_BH = 7.8, inc 74 deg, PA 240 deg):
 * ``kinms_fitter_fixed_mge``: the traditional route, kinms_fitter's own
   ``velocity_profs.mge_vcirc`` with a fixed MGE of the *true* Nuker profile (``nuker_to_mge`` at the
   true inclination's qobs) and a free M/L and ``logMBH``;
-* ``nuker_mge_image_plane``: our image-plane fit of the same cube does not exist yet (another part
-  of the issue); the entry says so and holds no numbers.
+* ``nuker_mge_image_plane``: ``nuker-mge fit`` of the same FITS cube in the image plane
+  (nuker_mge_plugin/image/: the Fourier modes of the cube's pixels, noise per mode measured in
+  the line-free channels 0-3), the same parameters free within the same ranges, screened
+  multi-start MAP, Fisher-preconditioned MALA (4 chains); its 68% HDI and R-hat.
 
 Per route: log10 M_BH (median of the final chain), its 16-84 per cent interval, the number of
 chain samples, wall time [s] of ``run`` and of one model, and the acceptance warnings kinms_fitter
@@ -92,6 +95,39 @@ def run_route(name, path, args, vel_profile, savepath):
     return out
 
 
+def run_image_route(path, args, out_dir):
+    """Our image-plane fit of the cube (``run_fit``), the kinms_fitter routes' parameters free."""
+    from nuker_mge_plugin.inference.config import config_from_dict
+    from nuker_mge_plugin.inference.fit import run_fit
+
+    t = TRUTH
+    quick = dict(burn_in_stages=1, burn_in_steps=40, n_step_trials=2, step_trial_steps=20, draws=60)
+    full = dict(burn_in_stages=2, burn_in_steps=200, n_step_trials=4, step_trial_steps=80, draws=500)
+    raw = {"data": {"path": str(path), "linefree_channels": [0, 1, 2, 3]}, "galaxy": {"distance_mpc": DISTANCE_MPC},
+           "model": {"nsub": args.nsub},
+           "priors": {"x": [-0.2, 0.2], "y": [-0.2, 0.2],
+                      "systemic_velocity": [t["systemic_velocity"] - 60.0, t["systemic_velocity"] + 60.0],
+                      "inclination": [65.0, 89.0], "pa": [200.0, 290.0], "line_broadening": [1.0, 30.0],
+                      "break_r": t["break_r"], "alpha": t["alpha"], "gamma_minus_beta": t["gamma_minus_beta"],
+                      "qintr": t["qintr"]},
+           "map": {"n_starts": 2}, "sampler": {"chains": 4, "seed": 5, "threads": 1, "checkpoint_every": 0,
+                                               **(quick if args.quick else full)},
+           "output": {"figures": False}}
+    cfg = config_from_dict(raw, base_dir=str(out_dir))
+    t0 = time.perf_counter()
+    s = run_fit(cfg, out_dir, progress=False, log=lambda *_: None)
+    wall = time.perf_counter() - t0
+    p = s["parameters"]["log10_mbh"]
+    out = {"log10_mbh": p["median"], "hdi_68": p["hdi_68"], "std": p["std"],
+           "offset_sigma": (p["median"] - t["log10_mbh"]) / p["std"], "r_hat": p["r_hat"], "ess_bulk": p["ess_bulk"],
+           "max_r_hat": s["diagnostics"]["max_r_hat"], "chains": s["chains"], "draws": s["draws"],
+           "wall_s": round(wall, 1), "n_modes": s["n_cells"], "free": list(s["parameters"]),
+           "noise_power_over_beam_model": s["gridding"].get("noise_power_over_beam_model"), "nsub": args.nsub}
+    print(f"nuker_mge_image_plane: log10 M_BH {p['median']:.3f} [{p['hdi_68'][0]:.3f}, {p['hdi_68'][1]:.3f}] "
+          f"in {wall:.0f} s", file=sys.stderr)
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="validation/out")
@@ -99,6 +135,9 @@ def main(argv=None):
     ap.add_argument("--numatonce", type=int, default=150, help="GAStimator burn-in chunk (0: its 50 x n_params)")
     ap.add_argument("--nsamps", type=int, default=50_000, help="KinMS clouds per model")
     ap.add_argument("--quick", action="store_true", help="32 x 32 x 20 cube, 60 iterations (a smoke run)")
+    ap.add_argument("--routes", default="nuker_vcirc,fixed_mge,image_plane",
+                    help="which routes to run (comma-separated: nuker_vcirc, fixed_mge, image_plane)")
+    ap.add_argument("--nsub", type=int, default=3, help="sub-pixels per pixel side of our image-plane fit's cube")
     args = ap.parse_args(argv)
 
     from kinms_fitter.velocity_profs import velocity_profs
@@ -119,19 +158,25 @@ def main(argv=None):
         report["cube"]["rms_jy_beam"] = info["rms"]
         savepath = tmp + os.sep
         routes = {}
-        nuker = nuker_vcirc(DISTANCE_MPC, guesses=[4.6, t["break_r"], t["alpha"], t["gamma_minus_beta"], 0.4,
-                                                   t["qintr"], LOGMBH_START],
-                            fixed=[False, True, True, True, False, True, False])
-        routes["kinms_fitter_nuker_vcirc"] = run_route("kinms_fitter_nuker_vcirc", path, args, nuker, savepath)
-        qobs = float(qobs_from_qintr(t["qintr"], t["inclination"]))
-        mge = nuker_to_mge(sigma_b=10 ** t["intensity_rb"], r_b=t["break_r"], alpha=t["alpha"],
-                           beta=t["gamma"] - t["gamma_minus_beta"], gamma=t["gamma"], qobs=qobs, distance=DISTANCE_MPC)
-        trad = velocity_profs.mge_vcirc(mge.surf_pc, mge.sigma_arcsec, mge.qobs, DISTANCE_MPC,
-                                        guesses=[0.8, LOGMBH_START], minimums=[0.1, 6.0], maximums=[10.0, 9.79934])
-        routes["kinms_fitter_fixed_mge"] = run_route("kinms_fitter_fixed_mge", path, args, trad, savepath)
-        routes["kinms_fitter_fixed_mge"]["note"] = ("MGE of the true Nuker profile at the true inclination's qobs "
-                                                    "(M/L = 1 is the truth)")
-    routes["nuker_mge_image_plane"] = "not implemented yet"
+        which = set(args.routes.split(","))
+        if "nuker_vcirc" in which:
+            nuker = nuker_vcirc(DISTANCE_MPC, guesses=[4.6, t["break_r"], t["alpha"], t["gamma_minus_beta"], 0.4,
+                                                       t["qintr"], LOGMBH_START],
+                                fixed=[False, True, True, True, False, True, False])
+            routes["kinms_fitter_nuker_vcirc"] = run_route("kinms_fitter_nuker_vcirc", path, args, nuker, savepath)
+        if "fixed_mge" in which:
+            qobs = float(qobs_from_qintr(t["qintr"], t["inclination"]))
+            mge = nuker_to_mge(sigma_b=10 ** t["intensity_rb"], r_b=t["break_r"], alpha=t["alpha"],
+                               beta=t["gamma"] - t["gamma_minus_beta"], gamma=t["gamma"], qobs=qobs,
+                               distance=DISTANCE_MPC)
+            trad = velocity_profs.mge_vcirc(mge.surf_pc, mge.sigma_arcsec, mge.qobs, DISTANCE_MPC,
+                                            guesses=[0.8, LOGMBH_START], minimums=[0.1, 6.0],
+                                            maximums=[10.0, 9.79934])
+            routes["kinms_fitter_fixed_mge"] = run_route("kinms_fitter_fixed_mge", path, args, trad, savepath)
+            routes["kinms_fitter_fixed_mge"]["note"] = ("MGE of the true Nuker profile at the true inclination's "
+                                                        "qobs (M/L = 1 is the truth)")
+        if "image_plane" in which:
+            routes["nuker_mge_image_plane"] = run_image_route(path, args, Path(tmp) / "image_fit")
     report["routes"] = routes
     report["versions"] = {"python": platform.python_version(),
                           **{name: version(name) for name in ("numpy", "matplotlib", "kinms", "kinms_fitter",
@@ -140,7 +185,9 @@ def main(argv=None):
     text = json.dumps(report, indent=1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "kinms_fitter_vs_nuker_fit.json").write_text(text + "\n")
+    stem = "kinms_fitter_vs_nuker_fit" + ("" if which == {"nuker_vcirc", "fixed_mge", "image_plane"} else
+                                           "_" + "_".join(sorted(which)) + f"_nsub{args.nsub}")
+    (out / f"{stem}.json").write_text(text + "\n")
     print(text)
     return report
 

@@ -280,13 +280,15 @@ def __getattr__(name):
 
 def write_mock_fits(path, truth, distance_mpc, *, n_pix=64, cell_arcsec=0.1, n_chan=30, dv_kms=25.0,
                     beam_arcsec=(0.3, 0.3, 0.0), peak_snr=30.0, nsamps=200_000, seed=0, ra_deg=192.0,
-                    dec_deg=-5.8, rest_freq_hz=230.538e9):
+                    dec_deg=-5.8, rest_freq_hz=230.538e9, noise="white"):
     """Write a noisy KinMS cube [Jy/beam] of the Table-1 parameters ``truth`` to ``path`` (FITS).
 
     The sky is :func:`nuker_mge_plugin.mock.kinms_sky_from_parameters` (KinMS clouds moving with
     jampy's v_c of the true Nuker MGE plus the black hole), convolved with the beam ``(bmaj, bmin,
     bpa)`` [arcsec, arcsec, deg] by KinMS, plus Gaussian noise of rms ``peak / peak_snr`` in every
-    pixel (uncorrelated, so kinms_fitter's rms estimate from line-free channels finds it).
+    pixel: ``noise="white"`` (default) uncorrelated, as kinms_fitter's likelihood assumes;
+    ``noise="beam"`` white noise convolved with the beam and scaled to that rms, as in a cleaned
+    cube (``nuker_mge_plugin.image.fourier``'s noise model).
     Header: RA---SIN/DEC--SIN centred (CRPIX = n_pix // 2 + 1) on ``ra_deg, dec_deg``, where
     KinMS puts ``phaseCent = (0, 0)``; VRAD [m/s] with channel k at ``systemic_velocity + (k -
     n_chan / 2) dv_kms`` (KinMS's channel convention, measured in tests/test_kinms_fitter_route.py);
@@ -306,7 +308,17 @@ def write_mock_fits(path, truth, distance_mpc, *, n_pix=64, cell_arcsec=0.1, n_c
                             seed=seed + 1, **sky)
     peak = float(np.max(cube))
     rms = peak / peak_snr
-    noisy = cube + rms * np.random.default_rng(seed).normal(size=cube.shape)
+    white = np.random.default_rng(seed).normal(size=cube.shape)
+    if noise == "beam":
+        from ..dynamics.coords import SkyGrid
+        from ..image.fourier import beam_image
+
+        b = beam_image(SkyGrid(n_pix, n_pix, cell_arcsec), *beam, wrapped=True)
+        white = np.fft.ifft2(np.fft.fft2(white, axes=(0, 1)) * np.fft.fft2(b)[:, :, None], axes=(0, 1)).real
+        white /= np.sqrt(float((b * b).sum()))  # unit rms per pixel in expectation
+    elif noise != "white":
+        raise ValueError(f"noise = {noise!r} is invalid: choose 'white' or 'beam'")
+    noisy = cube + rms * white
     hdu = fits.PrimaryHDU(noisy.T.astype(np.float32))  # FITS axes (v, y, x)
     vsys = float(truth["systemic_velocity"])
     hdu.header.update(

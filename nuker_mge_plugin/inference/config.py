@@ -23,11 +23,14 @@ names the key as ``section.key`` and says what it expects. A minimal file::
     seed = 7
     device = "cpu"            # or "cuda"
 
-Sections and keys (defaults in the dataclass docstrings): ``[data]`` path, rest_freq_hz;
+Sections and keys (defaults in the dataclass docstrings): ``[data]`` path, rest_freq_hz (and
+for a FITS image cube rms_jy_beam, linefree_channels, centre_radec_deg, pb_path,
+fourier_threshold, velocity_convention, noise; ``[model]`` cell_arcsec and n_pix then default to
+the cube's);
 ``[galaxy]`` distance_mpc, name; ``[model]`` cell_arcsec, n_pix, backend, nsub,
 surface_brightness, primary_beam; ``[gridding]`` width, beta, min_count, max_halfwidth, grow_step,
 mask_grown (the keyword arguments of ``dynamics.gridder.grid_visibilities``);
-``[likelihood]`` kind, sigma_scale; ``[priors]`` any of the 15 :data:`TABLE1` names; ``[map]``
+``[likelihood]`` kind, sigma_scale, overlap_weights; ``[priors]`` any of the 15 :data:`TABLE1` names; ``[map]``
 n_starts, screen_grid, screen_sweeps, adam_steps, adam_lr, lbfgs_steps; ``[sampler]`` chains, seed, device, dtype,
 burn_in_stages, burn_in_steps, step_sizes | n_step_trials, step_trial_steps, target_acceptance,
 draws, thin, checkpoint_every, ridge_frac, ridge_min, threads; ``[output]`` dir, figures, vcirc_draws,
@@ -63,7 +66,7 @@ import numpy as np
 from ..basis import pc_per_arcsec
 from ..constants import C_KMS, CO21_REST_HZ
 from ..nuker import ALPHA_RANGE, BETA_MINUS_GAMMA_RANGE, GAMMA_RANGE, R_B_PC_RANGE
-from .parameters import DATA_RANGE_NAMES, DOMAINS, PARAMETER_NAMES, UNITS, _domain_text
+from .parameters import DATA_RANGE_NAMES, DOMAINS, EXTRA_PARAMETER_NAMES, PARAMETER_NAMES, UNITS, _domain_text
 from .parameters import TABLE1 as _P_TABLE1
 
 __all__ = ["ConfigError", "TABLE1", "DATA_PRIOR_NAMES", "Prior", "DataConfig", "GalaxyConfig", "ModelConfig",
@@ -110,7 +113,7 @@ _FROM_DATA = "from_data"
 
 
 def _unit(name):
-    return TABLE1[name][2] or "dimensionless"
+    return UNITS[name] or "dimensionless"
 
 
 # ---------------------------------------------------------------------------- dataclasses
@@ -120,15 +123,52 @@ class DataConfig:
 
     path : str
         Absolute path of the ``.npz`` observation (``mock.load_observation`` format: u, v
-        [wavelengths], vis [Jy], weight [1/Jy^2], chan, freq [Hz], chan_freq [Hz], meta). Relative
-        paths in the file resolve against the configuration file's directory. Required.
+        [wavelengths], vis [Jy], weight [1/Jy^2], chan, freq [Hz], chan_freq [Hz], meta), or of a
+        cleaned FITS image cube [Jy/beam] (``.fits``). Relative paths in the file resolve against
+        the configuration file's directory. Required.
     rest_freq_hz : float
         Rest frequency of the line [Hz], for the radio velocity ``v = c (1 - f / f0)``;
-        default 12CO(2-1), 230.538e9.
+        default 12CO(2-1), 230.538e9 (for a FITS cube: the header's RESTFRQ).
+
+    A ``path`` ending in ``.fits`` is a cleaned image cube [Jy/beam], fitted in the Fourier domain
+    of its pixels (nuker_mge_plugin/image/); these keys apply to it only:
+
+    rms_jy_beam : float
+        Noise per pixel [Jy/beam], > 0 (default: measured in ``linefree_channels``).
+    linefree_channels : list of int
+        0-based channels without line emission (default: the first two and the last two).
+    centre_radec_deg : [ra, dec]
+        Position [deg] the model grid is centred on, the origin of ``x``, ``y`` (default: the
+        header's reference pixel).
+    pb_path : str
+        Primary-beam (gain) image or cube on the cube's pixels, multiplying the model sky (for a
+        cube that is not primary-beam corrected; default none).
+    fourier_threshold : float
+        Fit the Fourier modes where the restoring beam keeps at least this share of its peak, in
+        (0, 1) (default 0.05).
+    velocity_convention : "header", "radio" or "optical"
+        How to read a velocity axis (default "header": as astropy reads the header).
+    noise : "empirical" or "beam"
+        Noise of each Fourier mode measured in the line-free channels (default), or predicted from
+        the rms and the restoring beam (the default when ``rms_jy_beam`` is given); see
+        nuker_mge_plugin/image/fourier.py for why real cubes need the first.
     """
 
     path: str
     rest_freq_hz: float = CO21_REST_HZ
+    rms_jy_beam: float | None = None
+    linefree_channels: tuple | None = None
+    centre_radec_deg: tuple | None = None
+    pb_path: str | None = None
+    fourier_threshold: float = 0.05
+    velocity_convention: str = "header"
+    noise: str = "empirical"
+
+    @property
+    def is_image(self):
+        """True when ``path`` is a FITS image cube (image-plane fit), False for a visibility ``.npz``."""
+        from ..image.cube import is_image_cube
+        return is_image_cube(self.path)
 
 
 @dataclass(frozen=True)
@@ -151,9 +191,10 @@ class ModelConfig:
 
     cell_arcsec : float
         Model image pixel [arcsec], > 0; the uv grid follows from it (``du = 1 / (n_pix cell)``).
-        Required.
+        Required for visibilities; for a FITS cube it is the cube's pixel (and may be left out).
     n_pix : int
-        Model image is ``n_pix x n_pix`` pixels, >= 8. Required.
+        Model image is ``n_pix x n_pix`` pixels, >= 8. Required for visibilities; for a FITS cube
+        the side of the square cut-out, even (default: the largest that fits).
     backend : str
         Nuker -> MGE backend, ``"exact"`` (default) or ``"nn"``.
     nsub : int
@@ -162,8 +203,10 @@ class ModelConfig:
         demo's posterior sigma) and 3 or 4 by -0.0045 (validation/m5_recovery.py has the cases);
         near edge-on, raise it (the fit warns).
     surface_brightness : str
-        Gas surface-brightness profile: ``"exponential"`` (default; parameter ``scale_length``).
-        ``"ring"`` is planned, not implemented.
+        Gas surface-brightness profile: ``"exponential"`` (default), ``exp(-r / scale_length)``, or
+        ``"ring"``, a Gaussian ring ``exp(-(r - ring_radius)^2 / (2 scale_length^2))`` (as in the
+        KinMS example of NGC 4324), which adds the parameter ``ring_radius`` [arcsec] (default
+        range: 0 to half the field).
     primary_beam : bool
         Multiply the sky by the ALMA 12-m primary beam of each channel (default true).
     """
@@ -196,8 +239,14 @@ class GriddingConfig:
     grow_step : float
         Window growth step [cells], > 0 (default 0.5).
     mask_grown : bool
-        Drop cells whose window had to grow (they share visibilities with neighbours; default false:
-        the model of every cell is the exact window average of its own samples, grown or not).
+        Drop cells whose window had to grow (default false: the model of every cell is the exact
+        window average of its own samples, grown or not). Grown windows share visibilities with
+        their neighbours, so their cells are correlated; by default ``[likelihood]
+        overlap_weights`` weights each cell by ``1 / m_c`` (its overlap multiplicity, the gridder's
+        ``overlap``) so that shared visibilities are counted once, which keeps the outer-uv cells a
+        sparse array only fills with grown windows. ``mask_grown = true`` is the strict
+        alternative (independent cells, less information); with it the overlap of the remaining
+        cells is recomputed among themselves (1 for the default ``width = 1``).
 
     ``width, beta, min_count, max_halfwidth, grow_step`` are ``grid_visibilities``' keywords:
     ``grid_visibilities(..., **cfg.gridding.kwargs())``.
@@ -226,10 +275,17 @@ class LikelihoodConfig:
     sigma_scale : float or None
         Gaussian only: per-cell sigma multiplied by this (> 0; default 2.0, the paper's). None
         for ``student_t`` (setting it there is an error rather than silently ignored).
+    overlap_weights : bool
+        Weight each cell's log-likelihood term by ``1 / m_c``, ``m_c`` the overlap multiplicity
+        of its window (dynamics/gridder.py ``overlap``; 1 when it shares no visibility), so that a
+        visibility shared by overlapping (grown) windows is counted once rather than once per
+        cell (default true; inference/likelihood.py). False treats every cell as independent,
+        which makes posteriors too narrow when many windows grew (sparse uv coverage).
     """
 
     kind: str = "student_t"
     sigma_scale: float | None = None
+    overlap_weights: bool = True
 
 
 @dataclass(frozen=True)
@@ -464,7 +520,7 @@ class FitConfig:
             else:
                 d = {}
                 for k, v in dataclasses.asdict(sec).items():
-                    if v is None:
+                    if v is None or (f.name == "data" and k in _IMAGE_ONLY_KEYS and not sec.is_image):
                         continue
                     d[k] = list(v) if isinstance(v, tuple) else v
             out[f.name] = d
@@ -581,12 +637,13 @@ def _bounds_text(base, gt, ge, lt):
 
 
 _SECTION_KEYS = {
-    "data": ("path", "rest_freq_hz"),
+    "data": ("path", "rest_freq_hz", "rms_jy_beam", "linefree_channels", "centre_radec_deg", "pb_path",
+             "fourier_threshold", "velocity_convention", "noise"),
     "galaxy": ("distance_mpc", "name"),
     "model": ("cell_arcsec", "n_pix", "backend", "nsub", "surface_brightness", "primary_beam"),
     "gridding": ("width", "beta", "min_count", "max_halfwidth", "grow_step", "mask_grown"),
-    "likelihood": ("kind", "sigma_scale"),
-    "priors": tuple(TABLE1),
+    "likelihood": ("kind", "sigma_scale", "overlap_weights"),
+    "priors": tuple(TABLE1) + EXTRA_PARAMETER_NAMES,
     "map": ("n_starts", "screen_grid", "screen_sweeps", "adam_steps", "adam_lr", "lbfgs_steps"),
     "sampler": ("chains", "seed", "device", "dtype", "burn_in_stages", "burn_in_steps", "step_sizes",
                 "n_step_trials", "step_trial_steps", "target_acceptance", "draws", "thin", "checkpoint_every",
@@ -677,6 +734,83 @@ def _check_nn_box(priors, distance_mpc):
                               f"(use \"exact\" outside it), got {got}{src}")
 
 
+_IMAGE_ONLY_KEYS = ("rms_jy_beam", "linefree_channels", "centre_radec_deg", "pb_path", "fourier_threshold",
+                    "velocity_convention", "noise")
+
+
+def _data_config(s, path, raw, check_files):
+    """``[data]``: a visibility ``.npz`` or a FITS image cube (its own keys)."""
+    from ..image.cube import VELOCITY_CONVENTIONS, is_image_cube
+
+    image = is_image_cube(path)
+    if check_files and not Path(path).is_file():
+        what = "an existing FITS cube" if image else "an existing .npz file"
+        raise ConfigError(f"data.path: expects {what}, got {raw['data']['path']!r} (not found: {path})")
+    if not image:
+        for k in _IMAGE_ONLY_KEYS:
+            if s.given(k):
+                raise ConfigError(f"data.{k}: applies to a FITS image cube only (data.path ends in .fits), "
+                                  f"got it with {Path(path).name!r}")
+        return DataConfig(path=path, rest_freq_hz=s.number("rest_freq_hz", CO21_REST_HZ, gt=0,
+                                                           what="a rest frequency > 0 [Hz]"))
+    lf = s.get("linefree_channels", None)
+    if lf is not None and not (isinstance(lf, list) and lf and all(
+            isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in lf)):
+        raise ConfigError(f"data.linefree_channels: expects a list of 0-based channel indices, got {lf!r}")
+    cen = s.get("centre_radec_deg", None)
+    if cen is not None and not (isinstance(cen, list) and len(cen) == 2 and all(
+            isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in cen)
+            and 0 <= cen[0] < 360 and -90 <= cen[1] <= 90):
+        raise ConfigError(f"data.centre_radec_deg: expects [ra, dec] in degrees (0 <= ra < 360, "
+                          f"-90 <= dec <= 90), got {cen!r}")
+    pb = s.get("pb_path", None)
+    if pb is not None:
+        if not (isinstance(pb, str) and pb):
+            raise ConfigError(f"data.pb_path: expects the path of a FITS primary-beam image, got {pb!r}")
+        pb = _resolve_path(pb, Path(path).parent if not Path(pb).is_absolute() else "/")
+        if check_files and not Path(pb).is_file():
+            raise ConfigError(f"data.pb_path: expects an existing FITS file, got {s.raw['pb_path']!r} "
+                              f"(not found: {pb})")
+    rms = s.number("rms_jy_beam", None, gt=0, what="a noise rms > 0 [Jy/beam]")
+    noise = s.choice("noise", "beam" if rms is not None else "empirical", ("empirical", "beam"))
+    if noise == "empirical" and rms is not None:
+        raise ConfigError("data.noise: expects \"beam\" when data.rms_jy_beam is given (the empirical noise is "
+                          "measured in data.linefree_channels instead), got 'empirical'")
+    if lf is not None and rms is not None:
+        raise ConfigError("data.linefree_channels: expects to be left out when data.rms_jy_beam is given (one "
+                          f"noise source), got {lf!r}")
+    return DataConfig(
+        path=path, rest_freq_hz=s.number("rest_freq_hz", None, gt=0, what="a rest frequency > 0 [Hz]"),
+        rms_jy_beam=rms, noise=noise,
+        linefree_channels=tuple(lf) if lf is not None else None,
+        centre_radec_deg=tuple(float(c) for c in cen) if cen is not None else None, pb_path=pb,
+        fourier_threshold=s.number("fourier_threshold", 0.05, gt=0, lt=1, what="a beam response in (0, 1)"),
+        velocity_convention=s.choice("velocity_convention", "header", VELOCITY_CONVENTIONS))
+
+
+def _image_grid_defaults(s, data, check_files):
+    """model.cell_arcsec and model.n_pix of an image cube, from its header; the rest frequency too."""
+    from ..image.cube import image_cube_grid
+
+    if not (check_files and Path(data.path).is_file()):
+        return _REQUIRED, _REQUIRED, data
+    try:
+        cell, n_max, rest = image_cube_grid(data.path)
+    except ValueError as e:
+        raise ConfigError(f"data.path: {e}") from None
+    if s.given("cell_arcsec") and not math.isclose(float(s.raw["cell_arcsec"]), cell, rel_tol=1e-6):
+        raise ConfigError(f"model.cell_arcsec: expects the cube's pixel size {cell:.6g} arcsec (or to be left out), "
+                          f"got {s.raw['cell_arcsec']!r}")
+    if s.given("n_pix") and (not isinstance(s.raw["n_pix"], int) or s.raw["n_pix"] % 2 or s.raw["n_pix"] > n_max):
+        raise ConfigError(f"model.n_pix: expects an even cut-out size <= {n_max} pixels for this cube, "
+                          f"got {s.raw['n_pix']!r}")
+    if data.rest_freq_hz is None:
+        if rest is None:
+            raise ConfigError("data.rest_freq_hz: required: the cube's header has no RESTFRQ/RESTFREQ")
+        data = dataclasses.replace(data, rest_freq_hz=rest)
+    return cell, n_max, data
+
+
 def config_from_dict(raw, base_dir=".", source=None, *, check_files=True):
     """Validate a parsed TOML document and build a :class:`FitConfig`.
 
@@ -716,27 +850,23 @@ def config_from_dict(raw, base_dir=".", source=None, *, check_files=True):
     if not path:
         raise ConfigError("data.path: expects the path of the .npz observation, got ''")
     path = _resolve_path(path, base_dir)
-    if check_files and not Path(path).is_file():
-        raise ConfigError(f"data.path: expects an existing .npz file, got {raw['data']['path']!r} "
-                          f"(not found: {path})")
-    data = DataConfig(path=path, rest_freq_hz=s.number("rest_freq_hz", CO21_REST_HZ, gt=0,
-                                                      what="a rest frequency > 0 [Hz]"))
+    data = _data_config(s, path, raw, check_files)
 
     s = sections["galaxy"]
     galaxy = GalaxyConfig(distance_mpc=s.number("distance_mpc", _REQUIRED, gt=0, what="a distance > 0 [Mpc]"),
                           name=s.string("name", ""))
 
     s = sections["model"]
+    cell_default, n_pix_default = _REQUIRED, _REQUIRED
+    if data.is_image:
+        cell_default, n_pix_default, data = _image_grid_defaults(s, data, check_files)
     model = ModelConfig(
-        cell_arcsec=s.number("cell_arcsec", _REQUIRED, gt=0, what="a pixel size > 0 [arcsec]"),
-        n_pix=s.integer("n_pix", _REQUIRED, ge=8, what="an integer >= 8 [pixels]"),
+        cell_arcsec=s.number("cell_arcsec", cell_default, gt=0, what="a pixel size > 0 [arcsec]"),
+        n_pix=s.integer("n_pix", n_pix_default, ge=8, what="an integer >= 8 [pixels]"),
         backend=s.choice("backend", "exact", ("exact", "nn")),
         nsub=s.integer("nsub", 3, ge=1, what="an integer >= 1 [sub-pixels per pixel side]"),
         surface_brightness=s.choice("surface_brightness", "exponential", ("exponential", "ring")),
         primary_beam=s.boolean("primary_beam", True))
-    if model.surface_brightness == "ring":
-        raise ConfigError("model.surface_brightness: expects \"exponential\" (\"ring\" is not implemented yet), "
-                          "got 'ring'")
 
     s = sections["gridding"]
     width = s.number("width", 1.0, gt=0, what="a window width > 0 [cells]")
@@ -754,7 +884,8 @@ def config_from_dict(raw, base_dir=".", source=None, *, check_files=True):
         raise ConfigError("likelihood.sigma_scale: expects likelihood.kind = \"gaussian\" (the Student-t "
                           f"takes its width from the data), got {s.raw['sigma_scale']!r} with kind = \"student_t\"")
     sigma_scale = s.number("sigma_scale", 2.0, gt=0, what="a factor > 0") if kind == "gaussian" else None
-    likelihood = LikelihoodConfig(kind=kind, sigma_scale=sigma_scale)
+    likelihood = LikelihoodConfig(kind=kind, sigma_scale=sigma_scale,
+                                  overlap_weights=s.boolean("overlap_weights", True))
 
     s = sections["priors"]
     entries = []
@@ -765,6 +896,12 @@ def config_from_dict(raw, base_dir=".", source=None, *, check_files=True):
             entries.append(Prior(name, source="data"))
         else:
             entries.append(Prior(name, low=lo, high=hi, source="table1"))
+    if s.given("ring_radius") and model.surface_brightness != "ring":
+        raise ConfigError(f"priors.ring_radius: applies to model.surface_brightness = \"ring\" only, got it with "
+                          f"{model.surface_brightness!r}")
+    if model.surface_brightness == "ring":  # default: anywhere inside the field
+        entries.append(_parse_prior("ring_radius", s.raw["ring_radius"]) if s.given("ring_radius") else
+                       Prior("ring_radius", low=0.0, high=model.field_arcsec / 2.0, source="data"))
     priors = PriorsConfig(tuple(entries))
     half = model.field_arcsec / 2.0
     for name in ("x", "y"):

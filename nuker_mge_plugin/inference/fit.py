@@ -88,14 +88,8 @@ class FitProblem:
         with torch.no_grad():
             return float(self.likelihood.chi2(self.model_cells(z.unsqueeze(0)))[0].mean())
 
-    def jacobian(self, z):
-        """J = d(whitened residuals)/dz, (2 n_cells, d), at one point ``z`` (d,), by forward-mode autodiff.
-
-        The cell model is linear in the sky cube, so J's column k is the cell model applied to the
-        cube's tangent along e_k: d forward-mode passes through Nuker -> MGE -> v_c -> cube (forward-mode AD),
-        then ONE batched cell-model call on the d tangent cubes. (The cell operator's hand-written
-        adjoint is first-order, so the double-backward route of reverse mode is not open.)
-        """
+    def sky_tangents(self, z):
+        """d(sky cube)/dz_k, (d, n_x, n_y, n_chan) [Jy/pixel per unit z], primary beam applied, at ``z`` (d,)."""
         import torch.autograd.forward_ad as fwad
 
         z = z.detach()
@@ -108,6 +102,20 @@ class FitProblem:
                 cube = self.model.sky_cube(self.params(fwad.make_dual(z, eye[k]).unsqueeze(0)))[0]
                 tangents.append(fwad.unpack_dual(cube).tangent)
         tangents = torch.stack(tangents)
+        pb = self.model.primary_beam
+        if pb is not None:
+            tangents = tangents * (pb.unsqueeze(-1) if pb.ndim == 2 else pb)
+        return tangents
+
+    def jacobian(self, z):
+        """J = d(whitened residuals)/dz, (2 n_cells, d), at one point ``z`` (d,), by forward-mode autodiff.
+
+        The cell model is linear in the sky cube, so J's column k is the cell model applied to the
+        cube's tangent along e_k: d forward-mode passes through Nuker -> MGE -> v_c -> cube (forward-mode AD),
+        then ONE batched cell-model call on the d tangent cubes. (The cell operator's hand-written
+        adjoint is first-order, so the double-backward route of reverse mode is not open.)
+        """
+        tangents = self.sky_tangents(z)
         with torch.no_grad():
             dm = self.model.cell_model(tangents)                          # (d, n_cells) complex
             w = self.likelihood.residual_weights()                        # (n_cells,)
@@ -133,7 +141,13 @@ class FitProblem:
 
 
 def build_problem(cfg, *, progress=True):
-    """Read and grid the data, and build the model, likelihood and priors of a :class:`FitConfig`."""
+    """Read and grid the data, and build the model, likelihood and priors of a :class:`FitConfig`.
+
+    A FITS image cube (``cfg.data.is_image``) is read by ``image.read_image_cube`` and fitted on the
+    Fourier modes of its pixels (``image.BeamFourierCells``); a visibility ``.npz`` is gridded.
+    """
+    if cfg.data.is_image:
+        return _build_image_problem(cfg)
     obs = load_observation(cfg.data.path)
     dtype = torch.float64 if cfg.sampler.dtype == "float64" else torch.float32
     device = torch.device(cfg.sampler.device)
@@ -144,15 +158,46 @@ def build_problem(cfg, *, progress=True):
     pb = grid.primary_beam(alma_pb_fwhm_arcsec(obs["chan_freq"])) if cfg.model.primary_beam else None
     select = gv.halfwidth <= cfg.gridding.width / 2 + 1e-9 if cfg.gridding.mask_grown else None
     cells = GriddedModel(gv, grid, pb=pb, select=select).to(device)
+    cell_weight = 1.0 / cells.overlap if cfg.likelihood.overlap_weights else None  # shared samples once
     like = GriddedLikelihood(cells.vis, cells.sigma, cells.n_eff, kind=cfg.likelihood.kind,
-                             sigma_scale=cfg.likelihood.sigma_scale or 2.0).to(device)
+                             sigma_scale=cfg.likelihood.sigma_scale or 2.0, cell_weight=cell_weight).to(device)
     model = NukerDiscModel(grid, obs["chan_freq"], cfg.data.rest_freq_hz, cfg.galaxy.distance_mpc,
                            cell_model=cells, backend=cfg.model.backend, nsub=cfg.model.nsub, dtype=dtype,
-                           device=device)
+                           device=device, surface_brightness=cfg.model.surface_brightness)
     cfg = resolve_data_priors(cfg, chan_freq_hz=obs["chan_freq"], field_arcsec=grid.n_x * grid.cell_arcsec)
     space = ParameterSpace(cfg.priors.spec())
     truth = dict(obs["meta"].get("truth", {}))
     return FitProblem(cfg, obs, gv, cells, model, like, space, truth)
+
+
+def _build_image_problem(cfg):
+    """:func:`build_problem` for a cleaned FITS cube (nuker_mge_plugin/image/)."""
+    from types import SimpleNamespace
+
+    from ..image import BeamFourierCells, read_image_cube
+
+    d = cfg.data
+    cube = read_image_cube(d.path, n_pix=cfg.model.n_pix, rest_freq_hz=d.rest_freq_hz,
+                           centre_radec_deg=d.centre_radec_deg, rms_jy_beam=d.rms_jy_beam,
+                           linefree_channels=d.linefree_channels, pb_path=d.pb_path,
+                           velocity_convention=d.velocity_convention)
+    dtype = torch.float64 if cfg.sampler.dtype == "float64" else torch.float32
+    device = torch.device(cfg.sampler.device)
+    grid = SkyGrid(cube.n_pix, cube.n_pix, cube.cell_arcsec)
+    cells = BeamFourierCells(cube, grid, threshold=d.fourier_threshold, noise=d.noise).to(device)
+    like = GriddedLikelihood(cells.vis, cells.sigma, cells.n_eff, kind=cfg.likelihood.kind,
+                             sigma_scale=cfg.likelihood.sigma_scale or 2.0).to(device)
+    model = NukerDiscModel(grid, cube.chan_freq_hz, cube.rest_freq_hz, cfg.galaxy.distance_mpc, cell_model=cells,
+                           primary_beam=cube.pb, backend=cfg.model.backend, nsub=cfg.model.nsub, dtype=dtype,
+                           device=device, surface_brightness=cfg.model.surface_brightness)
+    cfg = resolve_data_priors(cfg, chan_freq_hz=cube.chan_freq_hz, field_arcsec=grid.n_x * grid.cell_arcsec)
+    space = ParameterSpace(cfg.priors.spec())
+    meta = dict(kind="image", phase_centre_ra_deg=cube.ref_ra_deg, phase_centre_dec_deg=cube.ref_dec_deg,
+                beam_fwhm_arcsec=list(cube.beam_fwhm_arcsec), beam_pa_deg=cube.beam_pa_deg,
+                spec_frame=cube.spec_frame)
+    obs = dict(chan_freq=cube.chan_freq_hz, meta=meta, image=cube)
+    gridded = SimpleNamespace(grid=grid.uv, report=cells.report)
+    return FitProblem(cfg, obs, gridded, cells, model, like, space, {})
 
 
 def map_starts(space, n, generator):
@@ -244,18 +289,26 @@ def run_fit(cfg, out_dir=None, *, resume=False, progress=True, log=print):
     prob = build_problem(cfg, progress=progress)
     cfg, space = prob.config, prob.space
     rep = prob.gridded.report
-    log(f"data: {rep['n_input']} visibilities in {rep['n_chan']} channels -> {prob.cells.n_cells} usable cells "
-        f"({rep['cells_grown']} with grown windows) on a {cfg.model.n_pix}^2 x {cfg.model.cell_arcsec:g}\" grid")
+    if cfg.data.is_image:
+        log(f"data: a {rep['n_pix']}^2 x {rep['n_chan']} cut-out of {Path(rep['file']).name} "
+            f"({cfg.model.cell_arcsec:g}\" pixels, beam {rep['beam_fwhm_arcsec'][0]:.3g}\" x "
+            f"{rep['beam_fwhm_arcsec'][1]:.3g}\", rms {rep['rms_jy_beam']:.3g} Jy/beam) -> "
+            f"{prob.cells.n_cells} Fourier modes ({rep['n_modes_per_channel']} per channel)")
+    else:
+        log(f"data: {rep['n_input']} visibilities in {rep['n_chan']} channels -> {prob.cells.n_cells} usable cells "
+            f"({rep['cells_grown']} with grown windows) on a {cfg.model.n_pix}^2 x {cfg.model.cell_arcsec:g}\" grid")
     log(f"free parameters ({space.n_free}): {', '.join(space.free_names)}")
     dev, dt = prob.model.device, prob.model.dtype
     gen = torch.Generator().manual_seed(cfg.sampler.seed)
 
     map_path = out / "map.json"
+    map_this_call = False
     if resume and map_path.exists():
         m = json.loads(map_path.read_text())
         z_map = torch.tensor(m["z"], dtype=dt, device=dev)
         log(f"MAP (read back): log-posterior {m['log_prob']:.6g}")
     else:
+        map_this_call = True
         m = fit_map(prob, gen, progress=progress, log=log)
         z_map = torch.tensor(m["z"], dtype=dt, device=dev)
         _atomic_json(map_path, m)
@@ -271,13 +324,21 @@ def run_fit(cfg, out_dir=None, *, resume=False, progress=True, log=print):
     # chains start around the MAP, dispersed by a fraction of the Fisher width (R-hat needs it)
     xi = torch.randn((C, space.n_free), generator=gen, dtype=torch.float64).to(dev, dt)
     z_start = z_map[None] + 0.5 * xi @ torch.as_tensor(fish.cholesky, dtype=dt, device=dev).T
+    t_mala = time.perf_counter()
     res = run_mala(prob.logp_and_grad, z_start, schedule=_schedule(cfg.sampler),
                    mass_matrix=torch.as_tensor(fish.covariance, dtype=dt, device=dev),
                    mass_matrix_fn=lambda zb: prob.fisher(torch.as_tensor(zb, dtype=dt, device=dev)),
                    transform=space.constrain, names=space.free_names, seed=cfg.sampler.seed,
-                   checkpoint_dir=out / "chains", checkpoint_every=cfg.sampler.checkpoint_every, resume=resume,
+                   checkpoint_dir=out / "chains", resume=resume,
+                   # 0 = never: only the finished run is written
+                   checkpoint_every=cfg.sampler.checkpoint_every or 2 ** 62,
                    progress=progress)
-    return write_fit_results(prob, res, out, map_info=m, wall_time_s=time.perf_counter() - t0, log=log)
+    # the fit's compute time across resumed calls: the MAP's (read back or made here), the sampler's
+    # (its checkpoints carry what earlier calls spent) and this call's set-up and Fisher matrix
+    t_mala = time.perf_counter() - t_mala
+    setup = time.perf_counter() - t0 - t_mala - (m["wall_time_s"] if map_this_call else 0.0)
+    wall = m["wall_time_s"] + float(res.wall_time) + setup
+    return write_fit_results(prob, res, out, map_info=m, wall_time_s=wall, log=log)
 
 
 def _vcirc_fn(prob, with_bh=True):
@@ -306,17 +367,30 @@ def write_fit_results(prob, res, out, *, map_info, wall_time_s, log=print):
     # model at the posterior median, for the data / model / residual maps
     med = torch.as_tensor([float(np.median(draws[n])) for n in space.free_names], dtype=prob.model.dtype,
                           device=prob.model.device)
-    with torch.no_grad():
-        m = prob.model(space.to_dict(med[None]))[0].cpu().numpy()
-    d = prob.cells.vis.cpu().numpy()
-    idx = prob.cells.cell_index.cpu().numpy()
-    nu, nv = prob.gridded.grid.shape
-    n_chan = prob.cells.n_chan
-    w = 1.0 / prob.cells.sigma.cpu().numpy() ** 2
-    maps = dict(data=dirty_image(d, idx, (nu, nv), n_chan, weights=w),
-                model=dirty_image(m, idx, (nu, nv), n_chan, weights=w),
-                residual=dirty_image(d - m, idx, (nu, nv), n_chan, weights=w),
-                velocity_kms=prob.model.axis["vel_kms"], cell_arcsec=cfg.model.cell_arcsec)
+    if cfg.data.is_image:
+        # the cube itself, the beam-convolved model and their difference [Jy/beam], (n_chan, ny, nx)
+        with torch.no_grad():
+            sky = prob.model.sky_cube(space.to_dict(med[None]))
+            if prob.model.primary_beam is not None:
+                pb = prob.model.primary_beam
+                sky = sky * (pb.unsqueeze(-1) if pb.ndim == 2 else pb)
+            img = prob.cells.image(sky)[0].cpu().numpy().transpose(2, 1, 0)
+        data = np.nan_to_num(prob.observation["image"].data.transpose(2, 1, 0), nan=0.0)
+        mask = np.isfinite(prob.observation["image"].data.transpose(2, 1, 0))
+        maps = dict(data=data, model=img * mask, residual=(data - img) * mask, kind="image-cube",
+                    velocity_kms=prob.model.axis["vel_kms"], cell_arcsec=cfg.model.cell_arcsec)
+    else:
+        with torch.no_grad():
+            m = prob.model(space.to_dict(med[None]))[0].cpu().numpy()
+        d = prob.cells.vis.cpu().numpy()
+        idx = prob.cells.cell_index.cpu().numpy()
+        nu, nv = prob.gridded.grid.shape
+        n_chan = prob.cells.n_chan
+        w = 1.0 / prob.cells.sigma.cpu().numpy() ** 2
+        maps = dict(data=dirty_image(d, idx, (nu, nv), n_chan, weights=w),
+                    model=dirty_image(m, idx, (nu, nv), n_chan, weights=w),
+                    residual=dirty_image(d - m, idx, (nu, nv), n_chan, weights=w),
+                    velocity_kms=prob.model.axis["vel_kms"], cell_arcsec=cfg.model.cell_arcsec)
     thin = {k: np.asarray(v).reshape(-1)[:: max(1, np.asarray(v).size // 200)] for k, v in draws.items()}
     comps = dict(stars=_vcirc_fn(prob, with_bh=False)(thin, radius))
     truth = {k: v for k, v in prob.truth.items() if k in space.free_names} or None

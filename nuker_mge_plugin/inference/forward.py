@@ -36,7 +36,10 @@ from ..dynamics.coords import SkyGrid
 from ..dynamics.cube import GasCube
 from ..dynamics.vcirc import vcirc_qintr
 
-__all__ = ["radio_velocity_kms", "channel_axis", "NukerDiscModel"]
+__all__ = ["radio_velocity_kms", "channel_axis", "NukerDiscModel", "SURFACE_BRIGHTNESS"]
+
+#: Gas surface-brightness profiles of :class:`NukerDiscModel`.
+SURFACE_BRIGHTNESS = ("exponential", "ring")
 
 
 def radio_velocity_kms(freq_hz, rest_freq_hz):
@@ -93,14 +96,22 @@ class NukerDiscModel(torch.nn.Module):
     nsub : int
         Sub-pixels per pixel side of the cube renderer (default 3; see ``[model] nsub`` in
         inference/config.py for what 2 costs in log10 M_BH).
+    surface_brightness : "exponential" or "ring"
+        Gas surface brightness: ``exp(-r / scale_length)`` (default), or the Gaussian ring
+        ``exp(-(r - ring_radius)^2 / (2 scale_length^2))`` (parameter ``ring_radius`` [arcsec]).
     n_rad : int
         Nodes of the tabulated rotation curve (0 and log-spaced radii from a tenth of a pixel to
         ten times the field's half-diagonal) [arcsec].
     """
 
     def __init__(self, grid, chan_freq_hz, rest_freq_hz, distance_mpc, cell_model=None, primary_beam=None,
-                 backend="exact", nsub=3, n_rad=128, dtype=torch.float64, device="cpu"):
+                 backend="exact", nsub=3, n_rad=128, dtype=torch.float64, device="cpu",
+                 surface_brightness="exponential"):
         super().__init__()
+        if surface_brightness not in SURFACE_BRIGHTNESS:
+            raise ValueError(f"surface_brightness = {surface_brightness!r} is invalid: choose one of "
+                             f"{', '.join(map(repr, SURFACE_BRIGHTNESS))}")
+        self.surface_brightness = surface_brightness
         if not isinstance(grid, SkyGrid):
             raise TypeError("grid must be a SkyGrid")
         if not (np.isfinite(distance_mpc) and distance_mpc > 0):
@@ -148,8 +159,13 @@ class NukerDiscModel(torch.nn.Module):
         """Model sky (B, n_x, n_y, n_chan) [Jy/pixel] in the data's channel order, no primary beam."""
         vc = self.vcirc(p)
         h = p["scale_length"].reshape(-1, 1)
+        if self.surface_brightness == "ring":
+            r0 = p["ring_radius"].reshape(-1, 1)
+            sb = lambda r: torch.exp(-0.5 * ((r - r0) / h) ** 2)  # noqa: E731
+        else:
+            sb = lambda r: torch.exp(-r / h)  # noqa: E731
         cube = self.cube.model_cube(
-            p["inclination"], p["pa"], gasSigma=p["line_broadening"], sbProf=lambda r: torch.exp(-r / h),
+            p["inclination"], p["pa"], gasSigma=p["line_broadening"], sbProf=sb,
             velRad=self.rad_arcsec, velProf=vc, intFlux=p["flux"],
             phaseCent=torch.stack([p["x"], p["y"]], dim=-1),
             vOffset=p["systemic_velocity"] - self.axis["v_mid_kms"], batch=True)

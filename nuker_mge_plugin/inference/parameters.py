@@ -61,8 +61,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PARAMETER_NAMES", "TABLE1", "UNITS", "DOMAINS", "DATA_RANGE_NAMES", "ParameterSpace",
-           "BoundPileup", "piled_up_at_bounds"]
+__all__ = ["PARAMETER_NAMES", "EXTRA_PARAMETER_NAMES", "TABLE1", "UNITS", "DOMAINS", "DATA_RANGE_NAMES",
+           "ParameterSpace", "BoundPileup", "piled_up_at_bounds"]
 
 #: The 15 parameter names, in the canonical (Table-1) order.
 PARAMETER_NAMES = ("scale_length", "log10_mbh", "inclination", "qintr", "alpha", "gamma_minus_beta",
@@ -116,6 +116,13 @@ DOMAINS = {
     "y": (-_INF, _INF, False, False),
     "flux": (0.0, _INF, False, False),
 }
+
+#: Parameters beyond Table 1, present only when a fit's ``spec`` names them: ``ring_radius``
+#: [arcsec], the radius of the Gaussian ring of gas (``[model] surface_brightness = "ring"``,
+#: whose Gaussian dispersion is then ``scale_length``).
+EXTRA_PARAMETER_NAMES = ("ring_radius",)
+UNITS["ring_radius"] = "arcsec"
+DOMAINS["ring_radius"] = (0.0, _INF, True, False)
 
 #: Parameters whose default range the caller may replace by a data-derived one.
 DATA_RANGE_NAMES = ("systemic_velocity", "x", "y")
@@ -217,7 +224,8 @@ class ParameterSpace:
     Attributes
     ----------
     names : tuple of str
-        All 15 names in canonical order (:data:`PARAMETER_NAMES`).
+        All 15 names in canonical order (:data:`PARAMETER_NAMES`), then those of
+        :data:`EXTRA_PARAMETER_NAMES` that ``spec`` gives.
     free_names : tuple of str
         The free parameters, in canonical order: the column order of ``z`` and ``theta``.
     fixed : dict
@@ -236,8 +244,9 @@ class ParameterSpace:
         if not isinstance(data_ranges, Mapping):
             raise TypeError(f"data_ranges: expected a mapping name -> (low, high), got {type(data_ranges).__name__}")
         for name in list(spec) + list(data_ranges):
-            if name not in TABLE1:
-                raise ValueError(f"unknown parameter {name!r}; known: {', '.join(PARAMETER_NAMES)}")
+            if name not in TABLE1 and name not in EXTRA_PARAMETER_NAMES:
+                raise ValueError(f"unknown parameter {name!r}; known: "
+                                 f"{', '.join(PARAMETER_NAMES + EXTRA_PARAMETER_NAMES)}")
         entries = dict(TABLE1)
         for name, entry in data_ranges.items():
             if name not in DATA_RANGE_NAMES:
@@ -250,9 +259,9 @@ class ParameterSpace:
         for name, entry in spec.items():
             entries[name] = _parse_entry(name, entry, "")
         self.dtype = dtype
-        self.names = PARAMETER_NAMES
-        self.free_names = tuple(n for n in PARAMETER_NAMES if isinstance(entries[n], tuple))
-        self.fixed = {n: entries[n] for n in PARAMETER_NAMES if not isinstance(entries[n], tuple)}
+        self.names = PARAMETER_NAMES + tuple(n for n in EXTRA_PARAMETER_NAMES if n in entries)
+        self.free_names = tuple(n for n in self.names if isinstance(entries[n], tuple))
+        self.fixed = {n: entries[n] for n in self.names if not isinstance(entries[n], tuple)}
         self.bounds = {n: entries[n] for n in self.free_names}
         self.n_free = len(self.free_names)
         self._low = torch.tensor([self.bounds[n][0] for n in self.free_names], dtype=torch.float64)
@@ -295,8 +304,8 @@ class ParameterSpace:
 
     def index(self, name):
         """Column of free parameter ``name`` in ``z`` / ``theta`` (ValueError if unknown or fixed)."""
-        if name not in TABLE1:
-            raise ValueError(f"unknown parameter {name!r}; known: {', '.join(PARAMETER_NAMES)}")
+        if name not in self.names:
+            raise ValueError(f"unknown parameter {name!r}; known: {', '.join(self.names)}")
         if name not in self.bounds:
             raise ValueError(f"{name} is fixed at {self.fixed[name]:g}; it has no column")
         return self.free_names.index(name)
@@ -383,13 +392,13 @@ class ParameterSpace:
         Returns
         -------
         dict
-            ``name -> tensor (B,)`` for every name in :data:`PARAMETER_NAMES` (units: :data:`UNITS`);
+            ``name -> tensor (B,)`` for every name in :attr:`names` (units: :data:`UNITS`);
             free columns are views of ``theta`` (gradients flow), fixed ones constants.
         """
         self._check_last(theta, "theta")
         batch = theta.shape[:-1]
         out = {}
-        for name in PARAMETER_NAMES:
+        for name in self.names:
             if name in self.bounds:
                 out[name] = theta[..., self.free_names.index(name)]
             else:
@@ -405,7 +414,7 @@ class ParameterSpace:
         missing = [n for n in self.free_names if n not in values]
         if missing:
             raise ValueError(f"values: missing free parameter(s) {', '.join(missing)}")
-        unknown = [n for n in values if n not in TABLE1]
+        unknown = [n for n in values if n not in TABLE1 and n not in EXTRA_PARAMETER_NAMES]
         if unknown:
             raise ValueError(f"values: unknown parameter(s) {', '.join(map(repr, unknown))}")
         dtype = self.dtype if dtype is None else dtype

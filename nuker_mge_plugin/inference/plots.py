@@ -462,8 +462,10 @@ def plot_maps(data, model, residual, velocity_kms, cell_arcsec, *, vsys_kms=None
     vsys_kms : float, optional
         Subtracted from the moment-1 maps [km/s].
     clip_sigma : float
-        The mask for all three rows is ``data > clip_sigma * rms(data)`` (robust rms), so that
-        ``mom0(residual) = mom0(data) - mom0(model)`` holds exactly.
+        Moment 0 of all three rows is summed where ``model > clip_sigma * rms(data)`` (robust rms):
+        one mask, so ``mom0(residual) = mom0(data) - mom0(model)`` holds exactly, chosen without
+        the data's noise, so positive noise peaks do not bias the residual. Moment 1 of the data
+        uses ``data > clip_sigma * rms(data)``, of the model the model mask.
     title : str, optional
 
     Returns
@@ -481,8 +483,10 @@ def plot_maps(data, model, residual, velocity_kms, cell_arcsec, *, vsys_kms=None
                          f"got {[c.shape for c in cubes]}")
     v = np.asarray(velocity_kms, dtype=np.float64) - (vsys_kms or 0.0)
     rms = 1.4826 * np.median(np.abs(d - np.median(d)))
-    mask = d > clip_sigma * rms
-    m = [moment_maps(c, v, mask=mask) for c in cubes]
+    model_mask = cubes[1] > clip_sigma * rms
+    mom0 = [moment_maps(c, v, mask=model_mask)[0] for c in cubes]
+    mom1 = [moment_maps(d, v, mask=d > clip_sigma * rms)[1], moment_maps(cubes[1], v, mask=model_mask)[1], None]
+    m = list(zip(mom0, mom1))
     _, ny, nx = d.shape
     # pixel edges as offsets towards East (-x) and North (y) [arcsec]
     east = -(np.array([-0.5, nx - 0.5]) - nx / 2.0) * cell_arcsec
@@ -515,7 +519,7 @@ def plot_maps(data, model, residual, velocity_kms, cell_arcsec, *, vsys_kms=None
         ax.set_xlabel("East offset [arcsec]  (East left)", fontsize=8)
         ax.set_ylabel("North offset [arcsec]", fontsize=8)
         ax.tick_params(labelsize=7)
-    fig.suptitle(title or f"Dirty-image moment maps (mask: data > {clip_sigma:g} rms)", fontsize=10)
+    fig.suptitle(title or f"Dirty-image moment maps (moment 0 where model > {clip_sigma:g} rms)", fontsize=10)
     fig.subplots_adjust(left=0.1, right=0.92, bottom=0.05, top=0.94, wspace=0.45, hspace=0.3)
     return fig
 
@@ -595,5 +599,5 @@ def write_figures(outdir, *, draws=None, sample_stats=None, truth=None, vcirc=No
             raise ValueError(f"maps: missing {missing} (need {list(need)})")
         save("maps", plot_maps(maps["data"], maps["model"], maps["residual"], maps["velocity_kms"],
                                maps["cell_arcsec"], vsys_kms=maps.get("vsys_kms"),
-                               title=f"{pre}dirty-image moment maps"))
+                               title=f"{pre}{maps.get('kind', 'dirty-image')} moment maps"))
     return out

@@ -1,6 +1,10 @@
 """Standard products of a fit, as kinms_fitter users expect them: FITS cubes, moment maps, a
 position-velocity diagram along the major axis, and an ECSV table of the results.
 
+For an image-plane fit (a FITS cube in, nuker_mge_plugin/image/) they are the cube's cut-out, the
+posterior-median model convolved with the restoring beam and their difference [Jy/beam], with the
+beam (BMAJ/BMIN/BPA) and the data's spectral frame in the header.
+
 For a visibility fit the "data", "model" and "residual" cubes are dirty images of the gridded cells
 (``plots.dirty_image``: the same weights for all three, so data - model = residual exactly), in
 Jy/beam of the dirty beam; the model sky cube (``model_sky.fits``) is the noise-free model at the
@@ -267,6 +271,11 @@ def write_products(out, maps, summary, *, model_sky=None, pa_deg, centre_arcsec,
     n_chan, ny, nx = np.asarray(maps["data"]).shape
     hdr = sky_header(nx, ny, cell, ra_deg=ra, dec_deg=dec, position_known=known, velocity_kms=vel,
                      rest_freq_hz=rest_freq_hz)
+    if "beam_fwhm_arcsec" in meta:  # an image-plane fit: the cubes are in Jy per restoring beam
+        hdr["BMAJ"], hdr["BMIN"] = (float(b) / 3600.0 for b in meta["beam_fwhm_arcsec"])
+        hdr["BPA"] = float(meta.get("beam_pa_deg", 0.0))
+    if "spec_frame" in meta:
+        hdr["SPECSYS"] = str(meta["spec_frame"])
     paths = {}
     for name in ("data", "model", "residual"):
         paths[f"{name}_cube"] = write_cube_fits(out / f"{name}_cube.fits", maps[name], hdr)
@@ -274,13 +283,17 @@ def write_products(out, maps, summary, *, model_sky=None, pa_deg, centre_arcsec,
         h = hdr.copy()
         h["BUNIT"] = "Jy/pixel"
         paths["model_sky"] = write_cube_fits(out / "model_sky.fits", model_sky, h)
-    # one mask for all three moment-0 maps (the data's), so residual = data - model there too
+    # one mask for all three moment-0 maps, so residual = data - model there too: where the model
+    # exceeds 3 rms of the data (a data-selected mask would sum positive noise peaks into the data
+    # and the residual); moment 1 of the data over the data's own > 3 rms voxels
     d = np.asarray(maps["data"], dtype=np.float64)
     rms = 1.4826 * np.median(np.abs(d - np.median(d)))
-    mask = d > 3.0 * rms
+    model_mask = np.asarray(maps["model"], dtype=np.float64) > 3.0 * rms
     for name in ("data", "model", "residual"):
-        mom0, mom1 = moment_maps(maps[name], vel, mask=mask)
+        mom0, mom1 = moment_maps(maps[name], vel, mask=model_mask)
         paths[f"{name}_mom0"] = write_image_fits(out / f"{name}_mom0.fits", mom0, hdr, "Jy/beam km/s")
+        if name == "data":
+            mom1 = moment_maps(d, vel, mask=d > 3.0 * rms)[1]
         if name != "residual":
             paths[f"{name}_mom1"] = write_image_fits(out / f"{name}_mom1.fits", mom1, hdr, "km/s")
     pvs = {}
