@@ -76,6 +76,24 @@ def beam_image(grid, bmaj_arcsec, bmin_arcsec, bpa_deg, *, wrapped=False):
     return np.exp(-0.5 * ((major / sa) ** 2 + (minor / sb) ** 2))
 
 
+def _empirical_noise(D, frac, keep, s_beam, linefree, smooth_cells):
+    """Standard error per component (n_x, n_y) of each mode, from the line-free channels' power.
+
+    The power's ratio to the restoring-beam model is smoothed rather than the power itself (which
+    falls steeply with k), over the fitted modes ``keep`` only (a normalised convolution).
+    """
+    from scipy.ndimage import uniform_filter
+
+    lf = list(linefree)
+    power = np.mean(np.abs(D[:, :, lf]) ** 2 / np.maximum(frac[lf], 1e-12), axis=2)
+    size = 2 * smooth_cells + 1
+    ratio = np.where(keep, power / np.maximum(2.0 * s_beam ** 2, 1e-300), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = (uniform_filter(ratio, size=size, mode="wrap")
+                 / uniform_filter(keep.astype(np.float64), size=size, mode="wrap"))
+    return np.where(keep, s_beam * np.sqrt(np.maximum(np.nan_to_num(ratio), 0.0)), 0.0)
+
+
 class BeamFourierCells(torch.nn.Module):
     """Sky cube [Jy/pixel] -> the Fourier modes of the beam-convolved model image, on the used modes.
 
@@ -138,19 +156,8 @@ class BeamFourierCells(torch.nn.Module):
         Bs = np.fft.fftshift(transfer)
         s_beam = cube.rms_jy_beam * np.abs(Bs) * math.sqrt(n_x * n_y / (2.0 * float((b * b).sum())))
         if noise == "empirical":
-            from scipy.ndimage import uniform_filter
-
-            lf = list(cube.linefree_channels)
-            power = np.mean(np.abs(D[:, :, lf]) ** 2 / np.maximum(frac[lf], 1e-12), axis=2)
-            # smooth the ratio to the beam model, not the power itself (which falls steeply with k),
-            # and over the fitted modes only (normalised convolution)
-            size = 2 * int(smooth_cells) + 1
-            m = keep.astype(np.float64)
-            ratio = np.where(keep, power / np.maximum(2.0 * s_beam ** 2, 1e-300), 0.0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                ratio = uniform_filter(ratio, size=size, mode="wrap") / uniform_filter(m, size=size, mode="wrap")
-            s_mode = np.where(keep, s_beam * np.sqrt(np.maximum(np.nan_to_num(ratio), 0.0)), 0.0)
-            n_eff_mode = len(lf) * (2 * int(smooth_cells) + 1) ** 2
+            s_mode = _empirical_noise(D, frac, keep, s_beam, cube.linefree_channels, int(smooth_cells))
+            n_eff_mode = len(cube.linefree_channels) * (2 * int(smooth_cells) + 1) ** 2
             modes &= s_mode > 0
         else:
             s_mode, n_eff_mode = s_beam, min(float(cube.n_eff_noise), 1e8)
@@ -172,8 +179,8 @@ class BeamFourierCells(torch.nn.Module):
                               ("transfer", transfer, torch.float64),
                               ("pixel_mask", finite.astype(np.float64), torch.float64)):
             self.register_buffer(name, torch.as_tensor(np.ascontiguousarray(arr)).to(dt))
-        # noise_power_over_beam_model: the noise power used over the restoring-beam model's (1 for "beam")
         self.noise = noise
+        # noise_power_over_beam_model: the noise power used over the restoring-beam model's (1 for "beam")
         self.report = dict(cube.report, n_modes_per_channel=int(modes.sum()), cells_usable=self.n_cells,
                            fourier_threshold=self.threshold, n_chan=int(n_chan), n_input=int(finite.sum()),
                            masked=self.masked, beam_sum_sq=float((b * b).sum()), noise_model=noise,
