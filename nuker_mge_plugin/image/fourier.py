@@ -21,7 +21,7 @@ float32 rounding of the file, which the noise model above does not describe.
 
 Real cleaned cubes are not quite that: their noise is the residual image's, correlated by the
 *dirty* beam, which carries more power than the restoring beam wherever the uv coverage reaches
-beyond the restoring beam's transfer (on the CARMA cube of NGC 4324, 2.2 times the predicted power
+beyond the restoring beam's transfer (on the CARMA cube of NGC 4324, 2.3 times the predicted power
 on the modes above 5% response). So by default (``noise="empirical"``) the noise power of each mode
 is measured in the line-free channels, ``P_k = <|D_k|^2>``; its ratio to the restoring-beam model
 (flat where that model holds, slowly varying where it does not) is averaged over a ``(2 w + 1)^2``
