@@ -91,7 +91,10 @@ def build_parser():
     p.add_argument("--out", required=True, help="observation file to write (.npz)")
     p.set_defaults(func=_cmd_mock)
 
-    p = sub.add_parser("fit", help="measure a black-hole mass: MAP, Fisher-preconditioned MALA, results")
+    p = sub.add_parser("fit", help="measure a black-hole mass: MAP, Fisher-preconditioned MALA, results",
+                       description="Fit the visibilities (an observation .npz) or the cleaned FITS cube that the "
+                                   "configuration's [data] path names: MAP, Fisher matrix, MALA, then results "
+                                   "and products in the output directory.")
     p.add_argument("config", help="fit configuration (TOML: [data], [galaxy], [model], [priors], [sampler], ...)")
     p.add_argument("--out", default=None, help="results directory (default: the configuration's output.dir)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its checkpoints")
