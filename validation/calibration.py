@@ -196,7 +196,7 @@ def main(argv=None):
     import torch
     from tqdm.auto import tqdm
     torch.set_num_threads(a.threads)
-    out = Path(a.out)
+    out = Path(a.out).resolve()  # the fit configurations resolve data paths against their own folder
     out.mkdir(parents=True, exist_ok=True)
     liks = a.likelihoods.split(",")
     rows = {lik: [] for lik in liks}
