@@ -277,3 +277,21 @@ def test_image_keys_are_refused_for_visibilities(tmp_path):
         config_from_dict(raw)
     ok = config_from_dict({**_fit_toml(npz), "model": {"cell_arcsec": 0.1, "n_pix": 32}})
     assert not ok.data.is_image and "fourier_threshold" not in ok.to_dict()["data"]
+
+
+def test_primary_beam_image_is_cut_out_with_the_cube(tmp_path):
+    n = 16
+    cube = _write(tmp_path / "c.fits", np.zeros((n, n, 3)))
+    gain = np.linspace(0.2, 1.0, n)[:, None] * np.ones((1, n))  # falls towards -x (East)
+    h = _header(n, n)
+    fits.PrimaryHDU(gain.T[None].astype(np.float32), h).writeto(tmp_path / "pb.fits")
+    c = read_image_cube(cube, n_pix=8, rms_jy_beam=0.01, pb_path=tmp_path / "pb.fits")
+    assert c.pb.shape == (8, 8) and np.allclose(c.pb, gain[4:12, 4:12], atol=1e-6)
+    fits.PrimaryHDU((2 * gain.T[None]).astype(np.float32), h).writeto(tmp_path / "bad.fits")
+    with pytest.raises(ValueError, match=r"bad\.fits: primary-beam values must lie in \[0, 1\]"):
+        read_image_cube(cube, rms_jy_beam=0.01, pb_path=tmp_path / "bad.fits")
+    fits.PrimaryHDU(np.ones((3, 8, 8), np.float32), _header(8, 8)).writeto(tmp_path / "small.fits")
+    with pytest.raises(ValueError, match="does not match the cube"):
+        read_image_cube(cube, rms_jy_beam=0.01, pb_path=tmp_path / "small.fits")
+    with pytest.raises(ValueError, match="must be FITS"):
+        read_image_cube(cube, rms_jy_beam=0.01, pb_path=tmp_path / "pb.img")

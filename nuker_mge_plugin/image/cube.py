@@ -392,9 +392,9 @@ def read_image_cube(path, *, n_pix=None, rest_freq_hz=None, centre_radec_deg=Non
 
     pb = None
     if pb_path is not None:
-        phdul, phdu = _open(pb_path) if str(pb_path).lower().endswith(_FITS_SUFFIXES) else (None, None)
-        if phdu is None:
+        if not is_image_cube(pb_path):
             raise _fail(pb_path, "the primary-beam file must be FITS")
+        phdul, phdu = _open(pb_path)
         with phdul:
             ph = phdu.header.copy()
             praw = np.array(phdu.data)
