@@ -134,8 +134,9 @@ def _open(path):
         hdul = fits.open(p, memmap=False)
     except OSError as e:
         raise _fail(path, f"not a readable FITS file ({e})") from None
-    for hdu in hdul:
-        if hdu.data is not None and hdu.header.get("NAXIS", 0) >= 3:
+    for hdu in hdul:  # judged by the header: hdu.data would read the whole array
+        h = hdu.header
+        if h.get("NAXIS", 0) >= 3 and all(h.get(f"NAXIS{i}", 0) > 0 for i in range(1, h["NAXIS"] + 1)):
             return hdul, hdu
     hdul.close()
     raise _fail(path, "no HDU with a data cube (NAXIS >= 3)")
@@ -180,16 +181,31 @@ def image_cube_grid(path):
         h = hdu.header
         w = _wcs(path, h)
         _axes(path, w)
-        pc = w.celestial.wcs.get_pc()
-        if abs(pc[0, 1]) + abs(pc[1, 0]) > 1e-6 * (abs(pc[0, 0]) + abs(pc[1, 1])):
-            raise _fail(path, "the pixel grid is rotated on the sky (off-diagonal PC/CD terms): regrid it to "
-                              "North up, East left")
-        cd = np.abs(w.celestial.wcs.get_cdelt() * np.diag(pc)) * 3600.0
-        if not math.isclose(cd[0], cd[1], rel_tol=1e-4):
-            raise _fail(path, f"pixels must be square, got {cd[0]:.6g}\" x {cd[1]:.6g}\"")
-        n = min(int(h["NAXIS1"]), int(h["NAXIS2"]))
-        rest = w.wcs.restfrq or h.get("RESTFRQ") or h.get("RESTFREQ")
-        return float(f"{cd[0]:.10g}"), n - n % 2, (float(rest) if rest else None)
+        return _grid(path, w, h)
+
+
+def _grid(path, w, h):
+    """``image_cube_grid``'s numbers from an opened header ``h`` and its WCS ``w``."""
+    pc = w.celestial.wcs.get_pc()
+    if abs(pc[0, 1]) + abs(pc[1, 0]) > 1e-6 * (abs(pc[0, 0]) + abs(pc[1, 1])):
+        raise _fail(path, "the pixel grid is rotated on the sky (off-diagonal PC/CD terms): regrid it to "
+                          "North up, East left")
+    cd = np.abs(w.celestial.wcs.get_cdelt() * np.diag(pc)) * 3600.0
+    if not math.isclose(cd[0], cd[1], rel_tol=1e-4):
+        raise _fail(path, f"pixels must be square, got {cd[0]:.6g}\" x {cd[1]:.6g}\"")
+    n = min(int(h["NAXIS1"]), int(h["NAXIS2"]))
+    rest = w.wcs.restfrq or h.get("RESTFRQ") or h.get("RESTFREQ")
+    return float(f"{cd[0]:.10g}"), n - n % 2, (float(rest) if rest else None)
+
+
+def _read_sky(path, what):
+    """``(array (x West, y North, chan), header, WCS)`` of the first cube HDU of a FITS file."""
+    hdul, hdu = _open(path)
+    with hdul:
+        h = hdu.header.copy()
+        raw = np.array(hdu.data)
+    w = _wcs(path, h)
+    return _to_sky_layout(raw, w, *_axes(path, w), path, what), h, w
 
 
 def _channel_velocities(path, w, n_chan, rest_freq_hz, convention):
@@ -318,20 +334,15 @@ def read_image_cube(path, *, n_pix=None, rest_freq_hz=None, centre_radec_deg=Non
     if velocity_convention not in VELOCITY_CONVENTIONS:
         raise ValueError(f"velocity_convention = {velocity_convention!r} is invalid: choose one of "
                          f"{', '.join(map(repr, VELOCITY_CONVENTIONS))}")
-    hdul, hdu = _open(path)
-    with hdul:
-        h = hdu.header.copy()
-        raw = np.array(hdu.data)
-    w = _wcs(path, h)
-    ra, dec, spec, stokes = _axes(path, w)
-    cell, _, rest_hdr = image_cube_grid(path)
+    full, h, w = _read_sky(path, "data")
+    ra, dec = 0, 1  # WCS axes of RA and Dec: FITS axes 1 and 2, which _axes insists on
+    cell, _, rest_hdr = _grid(path, w, h)
     rest = rest_freq_hz if rest_freq_hz is not None else rest_hdr
     if rest is None or not (math.isfinite(rest) and rest > 0):
         raise _fail(path, "no rest frequency: the header has no RESTFRQ/RESTFREQ; give data.rest_freq_hz")
     bunit = str(h.get("BUNIT", "")).strip().upper().replace(" ", "")
     if bunit and bunit not in ("JY/BEAM", "JY/BM"):
         raise _fail(path, f"BUNIT is {h['BUNIT']!r}: the image-plane fit expects Jy/beam")
-    full = _to_sky_layout(raw, w, ra, dec, spec, stokes, path, "data")
     nx_full, ny_full, n_chan = full.shape
     if n_chan < 2:
         raise _fail(path, f"the spectral axis has {n_chan} channel(s); at least 2 are needed")
@@ -394,13 +405,7 @@ def read_image_cube(path, *, n_pix=None, rest_freq_hz=None, centre_radec_deg=Non
     if pb_path is not None:
         if not is_image_cube(pb_path):
             raise _fail(pb_path, "the primary-beam file must be FITS")
-        phdul, phdu = _open(pb_path)
-        with phdul:
-            ph = phdu.header.copy()
-            praw = np.array(phdu.data)
-        pw = _wcs(pb_path, ph)
-        pra, pdec, pspec, pstk = _axes(pb_path, pw)
-        pfull = _to_sky_layout(praw, pw, pra, pdec, pspec, pstk, pb_path, "primary beam")
+        pfull, _, _ = _read_sky(pb_path, "primary beam")
         if pfull.shape[:2] != (nx_full, ny_full) or pfull.shape[2] not in (1, n_chan):
             raise _fail(pb_path, f"primary beam shape {pfull.shape} does not match the cube {full.shape}")
         pb = np.nan_to_num(pfull[i0:i0 + n_pix, j0:j0 + n_pix], nan=0.0)
