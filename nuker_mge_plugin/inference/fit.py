@@ -101,11 +101,7 @@ class FitProblem:
             with fwad.dual_level():
                 cube = self.model.sky_cube(self.params(fwad.make_dual(z, eye[k]).unsqueeze(0)))[0]
                 tangents.append(fwad.unpack_dual(cube).tangent)
-        tangents = torch.stack(tangents)
-        pb = self.model.primary_beam
-        if pb is not None:
-            tangents = tangents * (pb.unsqueeze(-1) if pb.ndim == 2 else pb)
-        return tangents
+        return self.model.apply_primary_beam(torch.stack(tangents))
 
     def jacobian(self, z):
         """J = d(whitened residuals)/dz, (2 n_cells, d), at one point ``z`` (d,), by forward-mode autodiff.
@@ -370,10 +366,7 @@ def write_fit_results(prob, res, out, *, map_info, wall_time_s, log=print):
     if cfg.data.is_image:
         # the cube itself, the beam-convolved model and their difference [Jy/beam], (n_chan, ny, nx)
         with torch.no_grad():
-            sky = prob.model.sky_cube(space.to_dict(med[None]))
-            if prob.model.primary_beam is not None:
-                pb = prob.model.primary_beam
-                sky = sky * (pb.unsqueeze(-1) if pb.ndim == 2 else pb)
+            sky = prob.model.apply_primary_beam(prob.model.sky_cube(space.to_dict(med[None])))
             img = prob.cells.image(sky)[0].cpu().numpy().transpose(2, 1, 0)
         data = np.nan_to_num(prob.observation["image"].data.transpose(2, 1, 0), nan=0.0)
         mask = np.isfinite(prob.observation["image"].data.transpose(2, 1, 0))

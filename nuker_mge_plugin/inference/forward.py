@@ -171,12 +171,16 @@ class NukerDiscModel(torch.nn.Module):
             vOffset=p["systemic_velocity"] - self.axis["v_mid_kms"], batch=True)
         return cube if self.axis["ascending"] else cube.flip(-1)
 
+    def apply_primary_beam(self, cube):
+        """``cube`` (..., n_x, n_y, n_chan) [Jy/pixel] times the primary beam (unchanged without one)."""
+        pb = self.primary_beam
+        if pb is None:
+            return cube
+        return cube * (pb.unsqueeze(-1) if pb.ndim == 2 else pb)
+
     def forward(self, p):
         """Complex model (B, n_cells) [Jy] of the usable gridded cells for the parameters ``p``."""
-        cube = self.sky_cube(p)
-        if self.primary_beam is not None:
-            pb = self.primary_beam
-            cube = cube * (pb.unsqueeze(-1) if pb.ndim == 2 else pb)
+        cube = self.apply_primary_beam(self.sky_cube(p))
         if self.cell_model is None:
             raise RuntimeError("NukerDiscModel was built without a cell_model: only sky_cube() is available")
         return self.cell_model(cube)
