@@ -52,6 +52,7 @@ def test_example_parses_exactly(example):
     assert (cfg.likelihood.kind, cfg.likelihood.sigma_scale) == ("student_t", None)
     assert (cfg.sampler.chains, cfg.sampler.seed, cfg.sampler.device) == (4, 7, "cpu")
     assert cfg.sampler.dtype == "float64" and cfg.sampler.step_sizes is None
+    assert cfg.sampler.mass_matrix == "fisher"
     assert cfg.model.nsub == 3 and cfg.model.surface_brightness == "exponential"
     assert cfg.output.dir == str(d / "fit_results") and cfg.output.figures is True
     # priors: two from the file, the rest from Table 1, three from the data
@@ -131,6 +132,7 @@ BAD = [
     ("sampler.chains", 1, "sampler.chains"),
     ("sampler.seed", True, "sampler.seed"),
     ("sampler.dtype", "float16", "sampler.dtype"),
+    ("sampler.mass_matrix", "identity", "sampler.mass_matrix"),
     ("sampler.step_sizes", [0.1, -1.0], "sampler.step_sizes"),
     ("sampler.device", "tpu", "sampler.device"),
     ("priors.pa", [10.0, 5.0], "priors.pa"),

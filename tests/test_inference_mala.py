@@ -88,6 +88,40 @@ def test_identity_mass_adapts_step_in_burn_in():
     assert 0.3 < res.mean_accept_prob["sample"] < 0.85
 
 
+def test_adapted_mass_matrix_learns_the_covariance_from_the_draws():
+    # no mass_matrix_fn: the identity, 30x off in variance, is replaced by the burn-in draws' covariance
+    d = 4
+    lg, mu, Sig, _ = _gaussian(d, seed=6, cond=30.0)
+    sched = MALASchedule(burn_in=(100, 150, 200), step_size_steps=40, n_draws=400, adapt_mass_matrix=True)
+    z0 = mu + 0.3 * torch.randn(16, d, generator=torch.Generator().manual_seed(3), dtype=DT)
+    res = run_mala(lg, z0, schedule=sched, seed=4, progress=False)
+    assert [n for n, _ in res.mass_matrix_history] == ["initial", "burn_in_0", "burn_in_1", "burn_in_2"]
+    Li = torch.linalg.inv(torch.linalg.cholesky(Sig)).numpy()
+    ev = np.linalg.eigvalsh(Li @ res.mass_matrix @ Li.T)        # 1 everywhere for M = Sigma
+    assert ev.min() > 0.5 and ev.max() < 1.6, ev
+    ev0 = np.linalg.eigvalsh(Li @ np.eye(d) @ Li.T)
+    assert ev0.max() / ev0.min() > 25                           # what it started from
+    _mc_check(res.samples, mu.numpy(), Sig.numpy())
+    # the step-size stage is centred on the step the last burn-in stage adapted to
+    last = np.flatnonzero(res.trace_stage == 2)
+    base = np.exp(np.mean(np.log(res.trace_step_size[last[len(last) // 2:]])))
+    for (eps, _), mult in zip(res.step_size_trials, sched.step_sizes):
+        assert eps == pytest.approx(base * mult, rel=1e-12)
+
+
+def test_step_size_trials_start_from_the_adapted_step_not_the_reset_one():
+    # a posterior 10x narrower than the identity mass matrix: the adapted step is ~10x below the
+    # Gaussian-optimal start, and the trials must bracket it (the reset start would put all of them
+    # at acceptance ~0)
+    lg, mu, Sig, _ = _gaussian(3, seed=4, cond=2.0)
+    lg_narrow = lambda z: tuple(t * s for t, s in zip(lg(mu + (z - mu) * 10.0), (1.0, 10.0)))  # noqa: E731
+    sched = MALASchedule(burn_in=(150,), step_sizes=(0.5, 1.0, 2.0), step_size_steps=40, n_draws=50)
+    res = run_mala(lg_narrow, mu.expand(8, 3).clone(), schedule=sched, seed=2, progress=False,
+                   mass_matrix_fn=lambda zb: torch.eye(3, dtype=DT))
+    assert res.step_size < 0.3 * optimal_step_size(3)
+    assert 0.35 < res.mean_accept_prob["sample"] < 0.8
+
+
 def _small_run(tmp=None, seed=5, callback=None, resume=False, every=7, calls=None, device="cpu", **kw):
     """90 steps of 4 chains in 3-D (12 + 10 burn-in, 3 x 6 step-size trials, 25 x 2 sampling).
 
@@ -98,7 +132,8 @@ def _small_run(tmp=None, seed=5, callback=None, resume=False, every=7, calls=Non
         if calls is not None:
             calls.append(1)
         return lg0(z)
-    sched = MALASchedule(burn_in=(12, 10), step_sizes=(0.5, 1.0, 2.0), step_size_steps=6, n_draws=25, thin=2)
+    sched = MALASchedule(burn_in=(12, 10), step_sizes=(0.5, 1.0, 2.0), step_size_steps=6, n_draws=25, thin=2,
+                         adapt_mass_matrix=kw.pop("adapt_mass_matrix", False))
     mm = lambda zb: empirical_fisher(resid, zb, ridge_frac=1e-3)  # noqa: E731
     transform = lambda z: torch.sigmoid(z)  # noqa: E731
     z0 = torch.randn(4, 3, generator=torch.Generator().manual_seed(2), dtype=DT).to(device)
@@ -174,6 +209,18 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path, kill_at):
     # a finished run is reloaded without sampling, also without the target
     _assert_same(ref, _small_run(ck, resume=True))
     _assert_same(ref, load_checkpoint_result(ck, transform=lambda z: torch.sigmoid(z)))
+
+
+@pytest.mark.parametrize("kill_at", [9, 16, 30])
+def test_kill_and_resume_bitwise_with_adapted_mass_matrix(tmp_path, kill_at):
+    # the burn-in's draw moments are part of the checkpoint: killed inside both burn-in stages and
+    # in the step-size stage, the resumed run is the uninterrupted one
+    ref = _small_run(adapt_mass_matrix=True)
+    assert not np.array_equal(ref.mass_matrix, _small_run().mass_matrix)
+    ck = tmp_path / "ck"
+    with pytest.raises(_KilledError):
+        _small_run(ck, callback=_killer(kill_at), adapt_mass_matrix=True)
+    _assert_same(ref, _small_run(ck, resume=True, adapt_mass_matrix=True))
 
 
 @pytest.mark.cuda

@@ -33,8 +33,8 @@ mask_grown (the keyword arguments of ``dynamics.gridder.grid_visibilities``);
 ``[likelihood]`` kind, sigma_scale, overlap_weights; ``[priors]`` any of the 15 :data:`TABLE1` names; ``[map]``
 n_starts, screen_grid, screen_sweeps, adam_steps, adam_lr, lbfgs_steps; ``[sampler]`` chains, seed, device, dtype,
 burn_in_stages, burn_in_steps, step_sizes | n_step_trials, step_trial_steps, target_acceptance,
-draws, thin, checkpoint_every, ridge_frac, ridge_min, threads; ``[output]`` dir, figures, vcirc_draws,
-vcirc_n_radii.
+draws, thin, checkpoint_every, mass_matrix, ridge_frac, ridge_min, threads; ``[output]`` dir, figures,
+vcirc_draws, vcirc_n_radii.
 
 Priors. A parameter left out of ``[priors]`` takes its Table-1 range, except ``systemic_velocity``,
 ``x`` and ``y``, whose Table-1 values are NGC 4697's: they default to ranges taken from the data
@@ -432,6 +432,11 @@ class SamplerConfig:
         Keep every ``thin``-th draw, >= 1 (default 1).
     checkpoint_every : int
         Write a checkpoint every this many steps, >= 0 (0 = never; default 500).
+    mass_matrix : str
+        ``"fisher"`` (default): after each burn-in stage the empirical Fisher covariance at the best
+        point (appendix C.1); ``"adaptive"``: that matrix blended with the covariance of the stage's
+        draws (:class:`~.mala.MALASchedule` ``adapt_mass_matrix``), for data that constrain some
+        parameters weakly, where the Fisher matrix at one point misjudges the posterior's widths.
     ridge_frac, ridge_min : float
         Fisher ridge ``lambda = max(ridge_frac median(diag F), ridge_min)`` (appendix C.1),
         ridge_frac >= 0 (default 1e-3), ridge_min > 0 (default 1e-8).
@@ -453,6 +458,7 @@ class SamplerConfig:
     draws: int = 2000
     thin: int = 1
     checkpoint_every: int = 500
+    mass_matrix: str = "fisher"
     ridge_frac: float = 1e-3
     ridge_min: float = 1e-8
     threads: int = 0
@@ -647,7 +653,7 @@ _SECTION_KEYS = {
     "map": ("n_starts", "screen_grid", "screen_sweeps", "adam_steps", "adam_lr", "lbfgs_steps"),
     "sampler": ("chains", "seed", "device", "dtype", "burn_in_stages", "burn_in_steps", "step_sizes",
                 "n_step_trials", "step_trial_steps", "target_acceptance", "draws", "thin", "checkpoint_every",
-                "threads", "ridge_frac", "ridge_min"),
+                "threads", "mass_matrix", "ridge_frac", "ridge_min"),
     "output": ("dir", "figures", "vcirc_draws", "vcirc_n_radii"),
 }
 
@@ -941,6 +947,7 @@ def config_from_dict(raw, base_dir=".", source=None, *, check_files=True):
         target_acceptance=s.number("target_acceptance", 0.574, gt=0, lt=1),
         draws=s.integer("draws", 2000, ge=1), thin=s.integer("thin", 1, ge=1),
         checkpoint_every=s.integer("checkpoint_every", 500, ge=0, what="an integer >= 0 [steps] (0 = never)"),
+        mass_matrix=s.choice("mass_matrix", "fisher", ("fisher", "adaptive")),
         ridge_frac=s.number("ridge_frac", 1e-3, ge=0), ridge_min=s.number("ridge_min", 1e-8, gt=0),
         threads=s.integer("threads", 0, ge=0, what="an integer >= 0 (0 = torch's default)"))
 

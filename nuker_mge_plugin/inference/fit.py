@@ -260,7 +260,7 @@ def _schedule(s):
         steps = tuple(float(x) for x in np.geomspace(0.5, 2.0, s.n_step_trials))
     return MALASchedule(burn_in=(s.burn_in_steps,) * s.burn_in_stages, step_sizes=steps,
                         step_size_steps=s.step_trial_steps, n_draws=s.draws, thin=s.thin,
-                        target_accept=s.target_acceptance)
+                        target_accept=s.target_acceptance, adapt_mass_matrix=s.mass_matrix == "adaptive")
 
 
 def _atomic_json(path, obj):

@@ -16,7 +16,11 @@ Schedule (:func:`run_mala`, appendix C):
 
 a. burn-in stages; after each, the mass matrix is recomputed at the best point sampled so far by a
    caller-supplied ``mass_matrix_fn(z_best)`` (the empirical Fisher covariance, appendix C.1, or
-   anything else; none keeps the identity). Optionally (default) the step size is adapted during
+   anything else; none keeps the identity). Optionally (``adapt_mass_matrix``) the covariance of
+   the burn-in's draws so far, all chains pooled, is blended in: the Fisher matrix is the
+   posterior's curvature at one point, and where the posterior is far from Gaussian (parameters the
+   data barely constrain, a posterior piled against a prior bound) it is wrong by 10x in variance
+   both ways, which no step size mends. Optionally (default) the step size is adapted during
    burn-in by a Robbins-Monro rule towards the target acceptance;
 b. a step-size stage: a short run for each candidate step size, continuing the chains; the one
    whose mean acceptance probability is closest to 0.574 is kept -- the optimal acceptance rate of
@@ -70,7 +74,7 @@ TARGET_ACCEPT = 0.574
 
 _STATE_FILE = "state.pt"
 _CHUNK_FMT = "chunk_{:06d}.npz"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: burn-in moments for adapt_mass_matrix
 
 
 def optimal_step_size(dim):
@@ -369,8 +373,10 @@ class MALASchedule:
         Steps of each burn-in stage; after each, ``mass_matrix_fn`` is called at the best point
         sampled so far. Default (200, 200).
     step_sizes : sequence of float
-        Candidate step sizes of the step-size stage; multipliers of the step size reached at the
-        end of burn-in if ``relative_step_sizes`` (default), else absolute. Empty: skip the stage.
+        Candidate step sizes of the step-size stage; if ``relative_step_sizes`` (default),
+        multipliers of the step the last burn-in stage adapted to (the geometric mean over its
+        second half; without ``adapt_burn_in``, the step at the end of burn-in), else absolute.
+        Empty: skip the stage.
     relative_step_sizes : bool
         See ``step_sizes``.
     step_size_steps : int
@@ -389,6 +395,13 @@ class MALASchedule:
     reset_step_size : bool
         After each mass-matrix update, restart the step size from the run's initial step size
         (the new matrix changes the scale the step size refers to).
+    adapt_mass_matrix : bool
+        After each burn-in stage, the new mass matrix is ``(n S + n0 F) / (n + n0)``: ``S`` the
+        covariance of the burn-in's draws so far from the first stage's second half on [z^2] (all
+        chains pooled, so it spans the chains' spread too), ``n`` their number, ``F`` the
+        ``mass_matrix_fn`` result (or the current matrix without one) and ``n0 = 5 d`` draws of
+        shrinkage towards it (Stan's windowed adaptation does the same towards a small identity).
+        Default False: the paper's Fisher matrix alone.
     """
 
     burn_in: Sequence[int] = (200, 200)
@@ -401,6 +414,7 @@ class MALASchedule:
     adapt_burn_in: bool = True
     adapt_gain: float = 0.2
     reset_step_size: bool = True
+    adapt_mass_matrix: bool = False
 
     def validate(self):
         """Raise ``ValueError`` naming the first bad field."""
@@ -425,7 +439,7 @@ class MALASchedule:
                     relative_step_sizes=bool(self.relative_step_sizes), step_size_steps=int(self.step_size_steps),
                     n_draws=int(self.n_draws), thin=int(self.thin), target_accept=float(self.target_accept),
                     adapt_burn_in=bool(self.adapt_burn_in), adapt_gain=float(self.adapt_gain),
-                    reset_step_size=bool(self.reset_step_size))
+                    reset_step_size=bool(self.reset_step_size), adapt_mass_matrix=bool(self.adapt_mass_matrix))
 
     @classmethod
     def from_mapping(cls, mapping):
@@ -624,6 +638,27 @@ def _atomic_write(path, write):
             os.remove(tmp)
 
 
+def _zero_moments(d, device):
+    """[n, sum z (d,), sum z z^T (d, d)] of draws, float64: what :func:`_blend_sample_covariance` reads."""
+    return [torch.zeros((), dtype=torch.float64, device=device), torch.zeros(d, dtype=torch.float64, device=device),
+            torch.zeros((d, d), dtype=torch.float64, device=device)]
+
+
+def _blend_sample_covariance(mass_matrix, moments, d, dtype, device):
+    """``(n S + n0 F) / (n + n0)``, ``n0 = 5 d``: the draws' covariance S shrunk towards ``F``."""
+    F = getattr(mass_matrix, "covariance", mass_matrix)
+    F = torch.as_tensor(F, device=device).to(torch.float64)
+    F = torch.diag(F) if F.shape == (d,) else F
+    n = float(moments[0])
+    if n < 2:
+        return F.to(dtype)
+    mean = moments[1] / n
+    S = (moments[2] - n * torch.outer(mean, mean)) / (n - 1)
+    S = 0.5 * (S + S.T)
+    n0 = 5.0 * d
+    return ((n * S + n0 * F) / (n + n0)).to(dtype)
+
+
 def _to_cpu(x):
     return x.detach().cpu().clone() if isinstance(x, torch.Tensor) else x
 
@@ -725,6 +760,7 @@ def run_mala(logp_and_grad, z0, *, schedule=None, n_chains=None, mass_matrix=Non
 
     stages = _stages(schedule)
     stage_names = [s[0] for s in stages]
+    n_burn = len(schedule.burn_in)
     total_steps = sum(s[2] for s in stages)
     eps0 = optimal_step_size(d) if step_size is None else step_size
     fingerprint = dict(n_chains=C, dim=d, dtype=str(dtype), schedule=schedule.as_dict(),
@@ -759,13 +795,16 @@ def run_mala(logp_and_grad, z0, *, schedule=None, n_chains=None, mass_matrix=Non
         state = kernel.init_state(z0.detach().clone())
         M_hist = [("initial", kernel.M.detach().cpu().clone())]
         S = dict(global_step=0, stage_idx=0, step_in_stage=0, n_chunks=0, eps=float(eps0), eps_base=None,
-                 chosen=None, trials=[], n_grad_calls=kernel.n_grad_calls, wall_time=0.0, done=False)
+                 chosen=None, trials=[], n_grad_calls=kernel.n_grad_calls, wall_time=0.0, done=False,
+                 log_eps_sum=0.0, log_eps_n=0)
         i = int(torch.argmax(state.logp))
         best_logp, best_z = state.logp[i].clone(), state.z[i].clone()
         acc_tot = torch.zeros((len(stages), 3), dtype=torch.float64, device=device)
+        moments = _zero_moments(d, device)
     else:
         S = {k: ckpt[k] for k in ("global_step", "stage_idx", "step_in_stage", "n_chunks", "eps", "eps_base",
-                                  "chosen", "trials", "n_grad_calls", "wall_time", "done")}
+                                  "chosen", "trials", "n_grad_calls", "wall_time", "done", "log_eps_sum",
+                                  "log_eps_n")}
         S["trials"] = [tuple(t) for t in S["trials"]]
         kernel.M, kernel.L, kernel.Linv = _mass_factors(ckpt["M"].to(device), d, dtype, device)
         kernel.generator = torch.Generator(device=device)
@@ -775,6 +814,7 @@ def run_mala(logp_and_grad, z0, *, schedule=None, n_chains=None, mass_matrix=Non
         M_hist = [(n, m) for n, m in zip(ckpt["M_hist_names"], ckpt["M_hist"])]
         best_logp, best_z = ckpt["best_logp"].to(device), ckpt["best_z"].to(device)
         acc_tot = ckpt["acc_tot"].to(device)
+        moments = [m.to(device) for m in ckpt["moments"]]
 
     memory_chunks = []   # chunks kept in memory when there is no checkpoint_dir
     buf = []             # per-step device tensors since the last flush
@@ -807,6 +847,7 @@ def run_mala(logp_and_grad, z0, *, schedule=None, n_chains=None, mass_matrix=Non
                    z=_to_cpu(state.z), logp=_to_cpu(state.logp), grad=_to_cpu(state.grad),
                    M=_to_cpu(kernel.M), M_hist_names=[n for n, _ in M_hist], M_hist=[m for _, m in M_hist],
                    best_logp=_to_cpu(best_logp), best_z=_to_cpu(best_z), acc_tot=_to_cpu(acc_tot),
+                   moments=[_to_cpu(m) for m in moments],
                    trials=[list(t) for t in S["trials"]])
         _atomic_write(os.path.join(checkpoint_dir, _STATE_FILE), lambda f: torch.save(rec, f))
 
@@ -824,9 +865,15 @@ def run_mala(logp_and_grad, z0, *, schedule=None, n_chains=None, mass_matrix=Non
             name, kind, n_steps, cand = stages[S["stage_idx"]]
             if S["step_in_stage"] == 0:
                 # Stage start: idempotent (a resume may redo it), depends on saved state only.
+                if S["stage_idx"] == 0:
+                    moments = _zero_moments(d, device)
                 if kind == "step_size":
                     if S["eps_base"] is None:
-                        S["eps_base"] = S["eps"]
+                        # the step the last burn-in stage adapted to (geometric mean of its second
+                        # half), not the reset one: the Gaussian-optimal initial step can be 2-3x too
+                        # long on a non-Gaussian posterior
+                        S["eps_base"] = (math.exp(S["log_eps_sum"] / S["log_eps_n"]) if S["log_eps_n"]
+                                         else S["eps"])
                     e = schedule.step_sizes[cand]
                     S["eps"] = float(S["eps_base"] * e) if schedule.relative_step_sizes else float(e)
                 elif kind == "sample":
@@ -847,14 +894,27 @@ def run_mala(logp_and_grad, z0, *, schedule=None, n_chains=None, mass_matrix=Non
             best_logp = torch.where(better, state.logp[i], best_logp)
             best_z = torch.where(better, state.z[i], best_z)
             buf.append((state.z, state.logp, state.accepted, state.accept_prob, state.nonfinite, eps, si))
+            if kind == "burn_in" and schedule.adapt_mass_matrix and (si > 0 or 2 * S["step_in_stage"] >= n_steps):
+                # all burn-in draws from the first stage's second half on (the first half leaves the
+                # start): on a weakly constrained posterior a stage's chains hold only a few
+                # independent draws, too few for a d x d covariance
+                zc = state.z.detach().to(torch.float64)
+                moments[0] += C
+                moments[1] += zc.sum(0)
+                moments[2] += zc.T @ zc
             if kind == "burn_in" and schedule.adapt_burn_in and schedule.adapt_gain > 0:
+                if si == n_burn - 1 and 2 * S["step_in_stage"] >= n_steps:
+                    S["log_eps_sum"] += math.log(eps)
+                    S["log_eps_n"] += 1
                 S["eps"] = eps * math.exp(schedule.adapt_gain * (float(state.accept_prob.mean()) - target))
             S["step_in_stage"] += 1
             S["global_step"] += 1
             if S["step_in_stage"] == n_steps:
                 # Stage end.
-                if kind == "burn_in" and mass_matrix_fn is not None:
-                    Mnew = mass_matrix_fn(best_z.detach().clone())
+                if kind == "burn_in" and (mass_matrix_fn is not None or schedule.adapt_mass_matrix):
+                    Mnew = kernel.M if mass_matrix_fn is None else mass_matrix_fn(best_z.detach().clone())
+                    if schedule.adapt_mass_matrix:
+                        Mnew = _blend_sample_covariance(Mnew, moments, d, dtype, device)
                     try:
                         kernel.set_mass_matrix(Mnew)
                     except ValueError as exc:
