@@ -265,6 +265,8 @@ def main(argv=None):
             raise SystemExit("--survey runs the whole fit: it needs --method mala")
         rows = survey_rows(a.n, liks, out, a.seed, a.survey)
         a.n = min(len(r) for r in rows.values())
+        if a.n == 0:
+            raise SystemExit(f"no finished fits under {out / 'survey'}")
     else:
         lo, hi = (int(x) for x in a.mocks.split(":")) if a.mocks else (0, a.n)
         for i in tqdm(range(lo, min(hi, a.n)), desc="calibration mocks"):

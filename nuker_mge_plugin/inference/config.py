@@ -434,8 +434,8 @@ class SamplerConfig:
         Write a checkpoint every this many steps, >= 0 (0 = never; default 500).
     mass_matrix : str
         ``"fisher"`` (default): after each burn-in stage the empirical Fisher covariance at the best
-        point (appendix C.1); ``"adaptive"``: that matrix blended with the covariance of the stage's
-        draws (:class:`~.mala.MALASchedule` ``adapt_mass_matrix``), for data that constrain some
+        point (appendix C.1); ``"adaptive"``: that matrix blended with the covariance of the burn-in's
+        draws so far (:class:`~.mala.MALASchedule` ``adapt_mass_matrix``), for data that constrain some
         parameters weakly, where the Fisher matrix at one point misjudges the posterior's widths.
     ridge_frac, ridge_min : float
         Fisher ridge ``lambda = max(ridge_frac median(diag F), ridge_min)`` (appendix C.1),
