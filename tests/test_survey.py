@@ -20,16 +20,6 @@ from nuker_mge_plugin.cli import main  # noqa: E402
 EXAMPLES = Path(sv.__file__).parent / "examples"
 
 
-@pytest.fixture(scope="module")
-def mock_dir(tmp_path_factory):
-    """One quick mock observation shared by every galaxy of these tests."""
-    from nuker_mge_plugin.mock import load_mock_config, mock_from_parameters
-    d = tmp_path_factory.mktemp("survey_mock")
-    truth, distance, obs = load_mock_config(EXAMPLES / "ngc4697_mock_quick.toml")
-    mock_from_parameters(d / "obs.npz", truth, distance_mpc=distance, **obs)
-    return d
-
-
 def _fit_config(d, name, data, *, replace=()):
     text = (EXAMPLES / "ngc4697_fit_quick.toml").read_text().replace('"ngc4697_mock_quick.npz"', f'"{data}"')
     for a, b in replace:

@@ -95,25 +95,43 @@ def run_route(name, path, args, vel_profile, savepath):
     return out
 
 
-def run_image_route(path, args, out_dir):
-    """Our image-plane fit of the cube (``run_fit``), the kinms_fitter routes' parameters free."""
-    from nuker_mge_plugin.inference.config import config_from_dict
-    from nuker_mge_plugin.inference.fit import run_fit
-
+def image_route_config(path, nsub, quick=False):
+    """The ``nuker-mge fit`` configuration (a dict) of our image-plane route on the mock cube."""
     t = TRUTH
-    quick = dict(burn_in_stages=1, burn_in_steps=40, n_step_trials=2, step_trial_steps=20, draws=60)
-    full = dict(burn_in_stages=2, burn_in_steps=200, n_step_trials=4, step_trial_steps=80, draws=500)
-    raw = {"data": {"path": str(path), "linefree_channels": [0, 1, 2, 3]}, "galaxy": {"distance_mpc": DISTANCE_MPC},
-           "model": {"nsub": args.nsub},
+    schedule = dict(burn_in_stages=1, burn_in_steps=40, n_step_trials=2, step_trial_steps=20, draws=60) if quick else \
+        dict(burn_in_stages=2, burn_in_steps=200, n_step_trials=4, step_trial_steps=80, draws=500)
+    return {"data": {"path": str(path), "linefree_channels": [0, 1, 2, 3]}, "galaxy": {"distance_mpc": DISTANCE_MPC},
+           "model": {"nsub": nsub},
            "priors": {"x": [-0.2, 0.2], "y": [-0.2, 0.2],
                       "systemic_velocity": [t["systemic_velocity"] - 60.0, t["systemic_velocity"] + 60.0],
                       "inclination": [65.0, 89.0], "pa": [200.0, 290.0], "line_broadening": [1.0, 30.0],
                       "break_r": t["break_r"], "alpha": t["alpha"], "gamma_minus_beta": t["gamma_minus_beta"],
                       "qintr": t["qintr"]},
            "map": {"n_starts": 2}, "sampler": {"chains": 4, "seed": 5, "threads": 1, "checkpoint_every": 0,
-                                               **(quick if args.quick else full)},
+                                               **schedule},
            "output": {"figures": False}}
-    cfg = config_from_dict(raw, base_dir=str(out_dir))
+
+
+#: The mock cube of every route: 64 x 64 pixels x 30 channels (the --quick one 32 x 32 x 20).
+CUBE = dict(n_pix=64, cell_arcsec=0.1, n_chan=30, dv_kms=25.0, beam_arcsec=(0.3, 0.3, 0.0))
+CUBE_QUICK = dict(n_pix=32, cell_arcsec=0.15, n_chan=20, dv_kms=40.0, beam_arcsec=(0.45, 0.45, 0.0))
+
+
+def write_mock(path, quick=False):
+    """The routes' KinMS mock cube (peak S/N 30, 2e5 clouds, seed 0) at ``path``; write_mock_fits's info."""
+    from nuker_mge_plugin.adapters.kinms_fitter import write_mock_fits
+
+    return write_mock_fits(path, TRUTH, DISTANCE_MPC, peak_snr=30.0, nsamps=200_000, seed=0,
+                           **(CUBE_QUICK if quick else CUBE))
+
+
+def run_image_route(path, args, out_dir):
+    """Our image-plane fit of the cube (``run_fit``), the kinms_fitter routes' parameters free."""
+    from nuker_mge_plugin.inference.config import config_from_dict
+    from nuker_mge_plugin.inference.fit import run_fit
+
+    t = TRUTH
+    cfg = config_from_dict(image_route_config(path, args.nsub, args.quick), base_dir=str(out_dir))
     t0 = time.perf_counter()
     s = run_fit(cfg, out_dir, progress=False, log=lambda *_: None)
     wall = time.perf_counter() - t0
@@ -142,11 +160,10 @@ def main(argv=None):
 
     from kinms_fitter.velocity_profs import velocity_profs
 
-    from nuker_mge_plugin.adapters.kinms_fitter import nuker_vcirc, qobs_from_qintr, write_mock_fits
+    from nuker_mge_plugin.adapters.kinms_fitter import nuker_vcirc, qobs_from_qintr
     from nuker_mge_plugin.mge import nuker_to_mge
 
-    cube = (dict(n_pix=32, cell_arcsec=0.15, n_chan=20, dv_kms=40.0, beam_arcsec=(0.45, 0.45, 0.0)) if args.quick else
-            dict(n_pix=64, cell_arcsec=0.1, n_chan=30, dv_kms=25.0, beam_arcsec=(0.3, 0.3, 0.0)))
+    cube = CUBE_QUICK if args.quick else CUBE
     if args.quick:
         args.niters, args.numatonce, args.nsamps = 60, 30, 20_000
     t = TRUTH
@@ -154,7 +171,7 @@ def main(argv=None):
               "cube": {**cube, "peak_snr": 30.0, "kinms_nsamps_mock": 200_000}}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "mock.fits"
-        info = write_mock_fits(path, t, DISTANCE_MPC, peak_snr=30.0, nsamps=200_000, seed=0, **cube)
+        info = write_mock(path, args.quick)
         report["cube"]["rms_jy_beam"] = info["rms"]
         savepath = tmp + os.sep
         routes = {}

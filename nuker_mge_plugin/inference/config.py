@@ -201,7 +201,8 @@ class ModelConfig:
         Sub-pixel samples per pixel side of the gas cube (>= 1, default 3). On a noise-free
         KinMS mock of the demo, nsub = 2 biases the fitted log10 M_BH by -0.0135 dex (2.7 times the
         demo's posterior sigma) and 3 or 4 by -0.0045 (validation/m5_recovery.py has the cases);
-        near edge-on, raise it (the fit warns).
+        the fit predicts at its MAP how far nsub x 2 would move it and warns past 0.5 posterior
+        sigma (fit.discretisation_shift), and near edge-on (fit.subpixel_warning).
     surface_brightness : str
         Gas surface-brightness profile: ``"exponential"`` (default), ``exp(-r / scale_length)``, or
         ``"ring"``, a Gaussian ring ``exp(-(r - ring_radius)^2 / (2 scale_length^2))`` (as in the

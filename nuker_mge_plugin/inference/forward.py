@@ -26,6 +26,8 @@ Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profil
 arXiv:2511.20746 (docs/references.rst).
 """
 
+import copy
+
 import numpy as np
 import torch
 
@@ -138,6 +140,23 @@ class NukerDiscModel(torch.nn.Module):
             vcirc_qintr(torch.ones(8, 64, dtype=dtype, device=self.device), self.sigma_arcsec, q,
                         torch.full((8,), 80.0, dtype=dtype, device=self.device), 0.0, self.distance_mpc,
                         self.rad_arcsec)
+
+    def refined(self, factor=2):
+        """This model with every pixel of the cube sampled ``factor`` times finer per side.
+
+        ``nsub`` and the centre's ``nsub_centre`` are both multiplied by ``factor``; the cell model,
+        primary beam and rotation-curve nodes are shared, not rebuilt. What the fit uses to measure
+        how much its MAP still depends on the cube's sub-pixel sampling (fit.discretisation_shift).
+        """
+        if isinstance(factor, bool) or int(factor) != factor or factor < 2:
+            raise ValueError(f"factor = {factor!r} is invalid: it must be an integer >= 2")
+        c = self.cube
+        fine = copy.copy(self)
+        fine._modules = dict(self._modules)  # a shallow copy shares the submodule dict: keep ours intact
+        fine.cube = GasCube(c.xs, c.ys, c.vs, c.cellSize, c.dv, None, nsub=c.nsub * int(factor), cleanOut=True,
+                            check=False, nsub_centre=c.nsub_centre * int(factor), centre_pix=c.centre_pix,
+                            subpixel_spread=c.subpixel_spread)
+        return fine
 
     def mge(self, p):
         """Peak surface densities surf_pc (B, 64) [Msun/pc^2] of the Nuker MGE on ``sigma_arcsec``."""
