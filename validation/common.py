@@ -128,7 +128,7 @@ def demo_fit_config(out):
     from nuker_mge_plugin.mock import mock_from_parameters
 
     mock = load_example("ngc4697_mock.toml")
-    obs_path = Path(out) / "obs.npz"
+    obs_path = Path(out).resolve() / "obs.npz"  # absolute: the config resolves paths from its own folder
     if not obs_path.exists():
         mock_from_parameters(obs_path, mock["truth"], distance_mpc=mock["galaxy"]["distance_mpc"],
                              **mock["observation"])

@@ -88,7 +88,7 @@ def main(argv=None):
     ap.add_argument("--paper-galaxies", type=int, default=30)
     a = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    root = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="survey_scaling_"))
+    root = Path(a.out).resolve() if a.out else Path(tempfile.mkdtemp(prefix="survey_scaling_"))
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     names = make_galaxies(root, a.n_galaxies)

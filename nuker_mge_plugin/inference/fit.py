@@ -269,7 +269,22 @@ def posterior_curvature(prob, z, covariance, *, rel_step=0.1, chunk=4):
     the Fisher matrix is the *expected* curvature: on weakly constrained data (the calibration
     mocks) it overstates the posterior's widths by up to 10x in variance.
 
-    Returns the symmetrised (d, d) float64 Hessian of ``log p``.
+    Parameters
+    ----------
+    prob : FitProblem
+    z : (d,) tensor
+        The point, in the sampler's unconstrained space.
+    covariance : (d, d) tensor
+        The Fisher covariance at ``z`` [z^2]: the scale of the differencing steps.
+    rel_step : float
+        Differencing step [Fisher sigmas].
+    chunk : int
+        Points per batched gradient call.
+
+    Returns
+    -------
+    (d, d) float64 tensor
+        The symmetrised Hessian of ``log p`` [1/z^2].
     """
     z = z.detach().to(prob.model.dtype)
     d = z.numel()
@@ -286,8 +301,8 @@ def discretisation_shift(prob, z, covariance, factor=2):
     One Newton step of the finer model's log-posterior from ``z``:
     ``dz = (-H)^-1 (grad log p_fine(z) - grad log p(z))``, with ``H`` the posterior's Hessian
     (:func:`posterior_curvature`; the Fisher covariance if that is not negative definite). The
-    priors cancel, and subtracting the gradient at the current sampling makes the step exact at
-    an unconverged MAP too: it is the linear-response bias of the MAP to the model's
+    priors cancel, and subtracting the gradient at the current sampling keeps an unconverged
+    MAP's own gradient out of the step: it is the linear-response bias of the MAP to the model's
     discretisation error. In posterior sigmas ``dz_i / sqrt(C_ii)`` it does not depend on the
     bijection.
 
