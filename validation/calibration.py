@@ -115,6 +115,11 @@ def survey_rows(n, likelihoods, out, seed0, n_workers):
     rc = cli_main(["survey", str(survey), "--out", str(out / "survey")])
     if rc:
         print(f"survey returned {rc}; the coverage below counts the finished fits only", file=sys.stderr)
+    return survey_results(n, likelihoods, out, truths)
+
+
+def survey_results(n, likelihoods, out, truths):
+    """{likelihood: [row]} of the survey's finished fits (``<out>/survey/<galaxy>/summary.json``)."""
     rows = {lik: [] for lik in likelihoods}
     for i in range(n):
         for lik in likelihoods:
@@ -236,7 +241,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--mocks", default=None, help="only these mock indices, e.g. 0:10 (to split the study "
                     "over processes sharing --out)")
-    ap.add_argument("--report", action="store_true", help="no fitting: coverage of the fits already in --out")
+    ap.add_argument("--report", action="store_true", help="no fitting: coverage of the fits already in --out "
+                    "(with --survey: of the survey's finished fits)")
     ap.add_argument("--survey", type=int, default=0, metavar="N_WORKERS",
                     help="with --method mala: run all fits as one `nuker-mge survey` on a LocalCluster of "
                          "N_WORKERS processes (results under <out>/survey/)")
@@ -251,7 +257,14 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     liks = a.likelihoods.split(",")
     rows = {lik: [] for lik in liks}
-    if a.report:
+    if a.report and a.survey:
+        truths = {i: _mock(i, out / f"mock_{i:03d}", a.seed) for i in range(a.n)
+                  if (out / f"mock_{i:03d}" / "obs.npz").exists()}
+        rows = survey_results(len(truths), liks, out, truths)
+        a.n = min(len(r) for r in rows.values())
+        if a.n == 0:
+            raise SystemExit(f"no finished fits under {out / 'survey'}")
+    elif a.report:
         for lik in liks:
             name = "result_laplace.json" if a.method == "laplace" else "result.json"
             rows[lik] = sorted((json.loads(p.read_text()) for p in out.glob(f"mock_*/{lik}/{name}")),
