@@ -1,6 +1,6 @@
 """Does the fit's sub-pixel check predict how far the MAP moves when the cube is sampled finer?
 
-    python validation/discretisation_check.py [--config FIT.toml | --case image_plane] [--nsub 3]
+    python validation/discretisation_check.py [--config FIT.toml | --case image_plane|demo] [--nsub 3]
                                               [--out validation/out/]
 
 ``nuker-mge fit`` predicts, after its MAP, how far the MAP would move if the cube sampled every
@@ -13,7 +13,8 @@ sub-pixel layout that stall line searches, its gradient does not).
 
 Cases: ``image_plane`` (default), the mock cube of ``validation/kinms_fitter_vs_nuker_fit.py``
 (64 x 64 pixels x 30 channels, peak S/N 30, log10 M_BH 8.11, 9 free parameters) fitted in the
-image plane; or ``--config``, any fit TOML. Prints JSON (also ``--out``/discretisation_check.json):
+image plane; ``demo``, the visibilities and fit of ``make demo`` (11 free parameters); or
+``--config``, any fit TOML. Prints JSON (also ``--out``/discretisation_check.json):
 per free parameter the predicted and the measured move, in the parameter's unit and in
 posterior sigmas.
 """
@@ -50,7 +51,7 @@ def refit_finer(prob, z, hessian, *, factor=2, tol=1e-4, max_iter=30):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=None, help="a fit TOML (default: the image_plane case)")
-    ap.add_argument("--case", default="image_plane", choices=["image_plane"])
+    ap.add_argument("--case", default="image_plane", choices=["image_plane", "demo"])
     ap.add_argument("--nsub", type=int, default=3, help="the fit's sub-pixels per pixel side (checked against 2x)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="validation/out")
@@ -67,6 +68,13 @@ def main(argv=None):
             raw["model"]["nsub"] = a.nsub
             cfg = config_from_dict(raw, base_dir=str(Path(a.config).resolve().parent))
             case = str(a.config)
+        elif a.case == "demo":
+            from common import demo_fit_config
+            (Path(a.out) / "demo_mock").mkdir(parents=True, exist_ok=True)
+            raw = demo_fit_config(Path(a.out) / "demo_mock")
+            raw["model"]["nsub"] = a.nsub
+            cfg = config_from_dict(raw, base_dir=tmp)
+            case = a.case
         else:
             from kinms_fitter_vs_nuker_fit import image_route_config, write_mock
             path = Path(tmp) / "mock.fits"
@@ -100,7 +108,7 @@ def main(argv=None):
     text = json.dumps(report, indent=1)
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"discretisation_check_nsub{a.nsub}.json").write_text(text + "\n")
+    (out / f"discretisation_check_{Path(case).stem}_nsub{a.nsub}.json").write_text(text + "\n")
     print(text)
     return report
 
