@@ -29,7 +29,7 @@ start, end) and ``OUT/NAME/fit.log`` the fit's log.
 Results: ``OUT/results.csv`` and ``OUT/results.ecsv`` (one row per galaxy: ``galaxy``, ``status``,
 ``<param>_mean``, ``<param>_std``, ``<param>_r_hat``, ``<param>_ess_bulk`` for every free
 parameter, ``wall_time_s``, ``worker``, ``error``, then ``log10_mbh_median``,
-``log10_mbh_hdi68_low``, ``log10_mbh_hdi68_high``, ``log10_mbh_truth``) and ``OUT/survey_mbh.png``
+``log10_mbh_hdi68_low``, ``log10_mbh_hdi68_high``, ``log10_mbh_truth``, ``warnings``) and ``OUT/survey_mbh.png``
 (log10 M_BH with its 68% HDI per galaxy, against the truth for mocks).
 
 Dask (``distributed``, ``dask-jobqueue``) is the optional ``survey`` extra:
@@ -555,7 +555,7 @@ def results_rows(galaxies, outcomes):
             params += [n for n in s["parameters"] if n not in params]
     cols = ["galaxy", "status"] + [f"{n}_{k}" for n in params for k in ("mean", "std", "r_hat", "ess_bulk")]
     cols += ["wall_time_s", "worker", "error", "log10_mbh_median", "log10_mbh_hdi68_low", "log10_mbh_hdi68_high",
-             "log10_mbh_truth"]
+             "log10_mbh_truth", "warnings"]
     rows = []
     for g in galaxies:
         o = outcomes.get(g.name, dict(status="pending"))
@@ -572,7 +572,9 @@ def results_rows(galaxies, outcomes):
         lo, hi = m.get("hdi_68", (None, None))
         truth = ((s or {}).get("truth") or {}).get("log10_mbh", {})
         row.update(log10_mbh_median=_num(m.get("median")), log10_mbh_hdi68_low=_num(lo),
-                   log10_mbh_hdi68_high=_num(hi), log10_mbh_truth=_num(truth.get("value")))
+                   log10_mbh_hdi68_high=_num(hi), log10_mbh_truth=_num(truth.get("value")),
+                   # the fit's own warnings (sub-pixel sampling, ...): what to look at before trusting a row
+                   warnings=" | ".join(((s or {}).get("map") or {}).get("warnings") or []))
         rows.append(row)
     return rows, cols
 
@@ -597,7 +599,7 @@ def write_results_table(out_dir, rows, cols):
     _atomic(out / "results.csv", csv_)
     from astropy.table import Table
     t = Table(rows=[[r[c] for c in cols] for r in rows] if rows else None, names=cols,
-              dtype=[str if c in ("galaxy", "status", "worker", "error") else float for c in cols])
+              dtype=[str if c in ("galaxy", "status", "worker", "error", "warnings") else float for c in cols])
     t.meta["description"] = "nuker-mge survey results: one row per galaxy (see docs/survey.rst)"
     _atomic(out / "results.ecsv", lambda tmp: t.write(tmp, format="ascii.ecsv", overwrite=True))
     return out / "results.csv", out / "results.ecsv"

@@ -178,11 +178,11 @@ def test_without_dask_one_line_hint(tree, capsys, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- results from summaries
-def _summary(d, params, truth=None, wall=12.5):
+def _summary(d, params, truth=None, wall=12.5, warnings=()):
     d.mkdir(parents=True, exist_ok=True)
     s = dict(parameters={n: dict(mean=m, std=0.1, median=m + 0.01, hdi_68=[m - 0.1, m + 0.1], r_hat=1.01,
                                  ess_bulk=400.0) for n, m in params.items()},
-             wall_time_s=wall)
+             wall_time_s=wall, map=dict(warnings=list(warnings)))
     if truth is not None:
         s["truth"] = {"log10_mbh": {"value": truth}}
     (d / "summary.json").write_text(json.dumps(s))
@@ -195,7 +195,8 @@ def test_results_table_and_plot(tree):
     _galaxy(tree / "gal", "c")
     s = sv.load_survey(_survey(tree, '[survey]\ngalaxies = ["gal/a.toml", "gal/b.toml", "gal/c.toml"]\n'), out)
     _summary(out / "a", {"log10_mbh": 8.1, "pa": 246.0}, truth=8.11)
-    _summary(out / "b", {"log10_mbh": 7.5, "pa": 120.0, "flux": 10.0}, wall=20.0)
+    _summary(out / "b", {"log10_mbh": 7.5, "pa": 120.0, "flux": 10.0}, wall=20.0,
+             warnings=["warning: the cube's sub-pixel sampling biases this fit", "warning: two"])
     outcomes = dict(a=dict(status="done", worker="tcp://w1", wall_time_s=None),
                     b=dict(status="done", worker="tcp://w2", wall_time_s=33.0),
                     c=dict(status="failed", worker="tcp://w1", error="ValueError: bad data"))
@@ -213,6 +214,8 @@ def test_results_table_and_plot(tree):
     assert math.isnan(float(got[0]["flux_mean"])) and float(got[1]["flux_ess_bulk"]) == 400.0
     assert got[2]["error"] == "ValueError: bad data" and math.isnan(float(got[2]["log10_mbh_mean"]))
     assert float(got[0]["log10_mbh_truth"]) == 8.11 and math.isnan(float(got[1]["log10_mbh_truth"]))
+    assert cols[-1] == "warnings" and got[0]["warnings"] == "" and got[2]["warnings"] == ""
+    assert got[1]["warnings"] == "warning: the cube's sub-pixel sampling biases this fit | warning: two"
     t = Table.read(ecsv_path, format="ascii.ecsv")
     assert t.colnames == cols and len(t) == 3 and t["pa_mean"][1] == 120.0 and t["status"][2] == "failed"
     png = sv.plot_survey(out / "survey_mbh.png", rows)
