@@ -429,16 +429,11 @@ def run_fit(cfg, out_dir=None, *, resume=False, progress=True, log=print):
             f"({m['n_evals']} evaluations, {m['wall_time_s']:.0f} s)")
 
     fish = prob.fisher(z_map)
-    warns = [subpixel_warning(cfg, {**space.fixed, **m["theta"]})]
     check = discretisation_shift(prob, z_map, fish.covariance)
-    msg = discretisation_message(check)
-    warns.append(msg if msg.startswith("warning") else None)
-    for w in warns:
-        if w:
-            log(w)
-    if not warns[-1]:
-        log(msg)
-    m = {**m, "warnings": [w for w in warns if w], "discretisation": check}
+    lines = [subpixel_warning(cfg, {**space.fixed, **m["theta"]}), discretisation_message(check)]
+    for line in filter(None, lines):
+        log(line)
+    m = {**m, "warnings": [w for w in lines if w and w.startswith("warning")], "discretisation": check}
     C = cfg.sampler.chains
     # chains start around the MAP, dispersed by a fraction of the Fisher width (R-hat needs it)
     xi = torch.randn((C, space.n_free), generator=gen, dtype=torch.float64).to(dev, dt)
