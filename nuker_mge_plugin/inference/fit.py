@@ -256,8 +256,8 @@ def subpixel_warning(cfg, theta):
 
 #: Predicted MAP shift [posterior sigmas] from doubling the cube's sampling above which the fit
 #: warns (:func:`discretisation_shift`). The shift it predicts is what is *left* at nsub; the
-#: continuum limit is further by about as much again (nsub^-1.5 convergence measured on the M5
-#: "sparse" mock: nsub 3 -> 6 moved log10 M_BH 0.0085 dex, 6 -> converged 0.0045).
+#: continuum limit may be further still (on a noise-free copy of the M5 "sparse" mock nsub 3 -> 6
+#: moved log10 M_BH by 0.0085 dex, and nsub 6 was still 0.0045 dex from the truth).
 MAX_DISCRETISATION_SHIFT_SIGMA = 0.5
 
 
