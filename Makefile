@@ -2,7 +2,7 @@
 #   make demo   -- set up .venv and run the main job (the NGC 4697-like demo)
 #   make test   -- set up .venv, run the linter (ruff), then the test suite
 # and, for maintainers:
-#   make docs-figures        -- regenerate every figure README.rst shows (the ~7-minute demo fit, the NGC 4324 fit)
+#   make docs-figures        -- regenerate every figure README.rst shows (the ~7-minute demo fit, the NGC 4324 fit, the ~3-hour calibration survey; all resume)
 #   make docs-figures-quick  -- only the ones that take seconds (docs/demo_mge.png)
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -32,7 +32,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 docs-figures: $(STAMP)
-	$(BIN)/python docs/make_figures.py quick validation demo real --demo-out $(DEMO_OUT)
+	$(BIN)/python docs/make_figures.py quick validation demo real calibration --demo-out $(DEMO_OUT)
 
 docs-figures-quick: $(STAMP)
 	$(BIN)/python docs/make_figures.py quick

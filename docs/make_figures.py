@@ -9,9 +9,12 @@ Each figure in ``docs/`` belongs to one group:
   resumes a finished or interrupted fit in DEMO_OUT), then its figures are copied here;
 * ``real`` (~20 minutes): the image-plane fit of the CARMA cube of NGC 4324,
   ``validation/ngc4324_fit.py --resume`` (the cube stays in ../shared/data; a finished fit is
-  only reloaded), then its figures.
+  only reloaded), then its figures;
+* ``calibration`` (~3 hours on two cores): the full-sampler calibration study, 40 fits as one
+  ``nuker-mge survey`` (``validation/calibration.py --n 20 --survey 2``; it skips finished fits
+  and resumes interrupted ones), then its coverage plot.
 
-``python docs/make_figures.py quick validation demo real`` does everything; ``--list`` prints the
+``python docs/make_figures.py quick validation demo real calibration`` does everything; ``--list`` prints the
 table. Every copy is atomic, so an interrupted run leaves the previous figure in place.
 """
 
@@ -38,10 +41,14 @@ FIGURES = {
     "demo_fit_vcirc.png": ("demo", "fit/vcirc.png"),
     "ngc4324_maps.png": ("real", "maps.png"),
     "ngc4324_pv.png": ("real", "pv.png"),
+    "calibration.png": ("calibration", "calibration.png"),
 }
-GROUPS = ("quick", "validation", "demo", "real")
+GROUPS = ("quick", "validation", "demo", "real", "calibration")
 #: The real-data fit behind the ``real`` group (it reads ../shared/data/NGC4324_CO10_CARMA.fits).
 REAL = ["validation/ngc4324_fit.py", "--resume", "--out", os.path.join(VALIDATION_OUT, "ngc4324")]
+#: The calibration study behind the ``calibration`` group (the README quotes its output).
+CALIBRATION = ["validation/calibration.py", "--n", "20", "--survey", "2", "--out",
+               os.path.join(VALIDATION_OUT, "calibration_survey")]
 
 
 def _install(src, name):
@@ -92,7 +99,7 @@ def main(argv=None):
     if a.list:
         for name, (group, how) in FIGURES.items():
             how = " ".join(how) if isinstance(how, list) else how or "demo step 1"
-            print(f"{group:10s} docs/{name:28s} {how}")
+            print(f"{group:12s} docs/{name:28s} {how}")
         return 0
     groups = a.groups or list(GROUPS)
     if "quick" in groups:
@@ -113,6 +120,11 @@ def main(argv=None):
         for name, (group, src) in FIGURES.items():
             if group == "real":
                 _install(os.path.join(REAL[-1], src), name)
+    if "calibration" in groups:
+        run([sys.executable, *CALIBRATION])
+        for name, (group, src) in FIGURES.items():
+            if group == "calibration":
+                _install(os.path.join(CALIBRATION[-1], src), name)
     return 0
 
 
