@@ -14,8 +14,8 @@ Each figure in ``docs/`` belongs to one group:
   ``nuker-mge survey`` (``validation/calibration.py --n 20 --survey 2``; it skips finished fits
   and resumes interrupted ones), then its coverage plot.
 
-``python docs/make_figures.py quick validation demo real calibration`` does everything; ``--list`` prints the
-table. Every copy is atomic, so an interrupted run leaves the previous figure in place.
+``python docs/make_figures.py quick validation demo real calibration`` does everything; ``--list``
+prints the table. Every copy is atomic, so an interrupted run leaves the previous figure in place.
 """
 
 import argparse
@@ -115,16 +115,12 @@ def main(argv=None):
             if group == "demo":
                 _install(os.path.join(ROOT, a.demo_out, src), name)
         _install(os.path.join(ROOT, a.demo_out, "ngc4697_like_mge.png"), "demo_mge.png")
-    if "real" in groups:
-        run([sys.executable, *REAL])
-        for name, (group, src) in FIGURES.items():
-            if group == "real":
-                _install(os.path.join(REAL[-1], src), name)
-    if "calibration" in groups:
-        run([sys.executable, *CALIBRATION])
-        for name, (group, src) in FIGURES.items():
-            if group == "calibration":
-                _install(os.path.join(CALIBRATION[-1], src), name)
+    for run_group, cmd in (("real", REAL), ("calibration", CALIBRATION)):  # one run, figures from its --out
+        if run_group in groups:
+            run([sys.executable, *cmd])
+            for name, (group, src) in FIGURES.items():
+                if group == run_group:
+                    _install(os.path.join(cmd[-1], src), name)
     return 0
 
 
