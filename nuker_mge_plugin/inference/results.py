@@ -40,6 +40,7 @@ import numpy as np
 from scipy import stats
 from scipy.fft import next_fast_len
 
+from ..sampling.diagnostics import ess_bulk, ess_tail, rhat
 from .config import TABLE1
 
 __all__ = ["validate_draws", "rhat", "ess_bulk", "ess_tail", "hdi", "thin_draws", "vcirc_band", "at_bound",
@@ -120,80 +121,6 @@ def validate_draws(draws, sample_stats=None):
 
 
 # ---------------------------------------------------------------------------- diagnostics
-def _split(x):
-    """(chains, n) -> (2 chains, n // 2): each chain's first and last halves (middle draw dropped if n odd)."""
-    h = x.shape[1] // 2
-    return np.concatenate([x[:, :h], x[:, x.shape[1] - h:]], axis=0)
-
-
-def _rank_normal(x):
-    """Rank-normalised draws: Phi^-1((r - 3/8) / (S + 1/4)), r the pooled average rank, S the count."""
-    r = stats.rankdata(x, axis=None).reshape(x.shape)
-    return stats.norm.ppf((r - 0.375) / (x.size + 0.25))
-
-
-def _rhat_plain(x):
-    """Gelman-Rubin potential scale reduction of (chains, n) draws."""
-    n = x.shape[1]
-    w = x.var(axis=1, ddof=1).mean()
-    if not w > 0:
-        return math.nan
-    b = n * x.mean(axis=1).var(ddof=1)
-    return math.sqrt(((n - 1) / n * w + b / n) / w)
-
-
-def rhat(x):
-    """Rank-normalised split R-hat of (chains, draws) draws: max of the bulk and folded values (NaN if constant)."""
-    x = np.asarray(x, dtype=np.float64)
-    xs = _split(x)
-    bulk = _rhat_plain(_rank_normal(xs))
-    tail = _rhat_plain(_rank_normal(np.abs(xs - np.median(xs))))  # folded about the median
-    return max(bulk, tail) if not (math.isnan(bulk) or math.isnan(tail)) else math.nan
-
-
-def _ess(x):
-    """Effective sample size of (chains, n) draws (multi-chain autocorrelation, Geyer truncation)."""
-    m, n = x.shape
-    xc = x - x.mean(axis=1, keepdims=True)
-    nfft = next_fast_len(2 * n)
-    f = np.fft.rfft(xc, nfft, axis=1)
-    acov = np.fft.irfft(f * np.conj(f), nfft, axis=1)[:, :n] / n  # biased autocovariance per chain
-    w = acov[:, 0].mean() * n / (n - 1.0)  # mean within-chain variance (unbiased)
-    var_plus = w * (n - 1.0) / n + (x.mean(axis=1).var(ddof=1) if m > 1 else 0.0)
-    if not var_plus > 0:
-        return math.nan
-    rho = 1.0 - (w - acov.mean(axis=0)) / var_plus
-    rho[0] = 1.0
-    # Geyer: sums of adjacent pairs P_j = rho_2j + rho_2j+1 are positive and decreasing for a
-    # reversible chain. Keep the pairs before the first non-positive one (or before the last
-    # available one, j_max, if none is), force them to decrease, and add the first member of the
-    # pair that ended the sequence when it is positive (Stan's and ArviZ's convention).
-    j_max = (n - 3) // 2
-    pairs = rho[0:2 * j_max + 1:2] + rho[1:2 * j_max + 2:2]
-    neg = np.flatnonzero(pairs[1:] <= 0)
-    k = neg[0] + 1 if neg.size else j_max
-    tau = -1.0 + 2.0 * np.minimum.accumulate(pairs[:k]).sum()
-    if rho[2 * k] > 0:
-        tau += rho[2 * k]
-    tau = max(tau, 1.0 / math.log10(m * n))  # antithetic chains: cap the ESS (as Stan does)
-    return m * n / tau
-
-
-def ess_bulk(x):
-    """Bulk effective sample size of (chains, draws) draws (rank-normalised split chains)."""
-    return _ess(_rank_normal(_split(np.asarray(x, dtype=np.float64))))
-
-
-def ess_tail(x):
-    """Tail effective sample size: the smaller ESS of the 5% and 95% quantile indicators (split chains)."""
-    x = np.asarray(x, dtype=np.float64)
-    out = []
-    for q in (0.05, 0.95):
-        ind = (x <= np.quantile(x, q)).astype(np.float64)
-        out.append(_ess(_split(ind)))
-    return math.nan if any(math.isnan(v) for v in out) else min(out)
-
-
 def hdi(x, prob):
     """Highest-density interval [lo, hi] of the pooled draws: the shortest one spanning floor(prob n) + 1 of them."""
     s = np.sort(np.asarray(x, dtype=np.float64).ravel())
