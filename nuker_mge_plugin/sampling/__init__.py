@@ -15,9 +15,10 @@ batched over chains, in an unconstrained space.
 from .backend import ChainStore
 from .diagnostics import ESS_MIN, RHAT_MAX, convergence, convergence_message, ess_bulk, ess_tail, rhat
 from .driver import HamiltonianResult, HamiltonianSettings, run_hamiltonian
+from .mala import MALA, MALAResult, MALASchedule, load_checkpoint_result, run_mala
 from .metric import mass_factors
 from .nuts import NUTSKernel, NUTSSettings, run_nuts
 
 __all__ = ["ChainStore", "ESS_MIN", "RHAT_MAX", "convergence", "convergence_message", "ess_bulk", "ess_tail", "rhat",
            "HamiltonianResult", "HamiltonianSettings", "run_hamiltonian", "mass_factors", "NUTSKernel",
-           "NUTSSettings", "run_nuts"]
+           "NUTSSettings", "run_nuts", "MALA", "MALAResult", "MALASchedule", "load_checkpoint_result", "run_mala"]
