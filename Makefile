@@ -1,18 +1,19 @@
 # Two entry points for a fresh clone (see README.rst):
 #   make demo   -- set up .venv and run the main job (the NGC 4697-like demo)
-#   make test   -- set up .venv, run the linter (ruff), then the test suite
+#   make test   -- set up .venv, run the linter (ruff), build the docs, then the test suite
 # and, for maintainers:
-#   make docs-figures        -- regenerate every figure README.rst shows (the ~7-minute demo fit, the NGC 4324 fit, the ~3-hour calibration survey; all resume)
+#   make docs                -- the Sphinx docs as HTML in docs/_build/html (warnings are errors)
+#   make docs-figures        -- regenerate every figure README.rst and the docs show (the ~7-minute demo fit, the NGC 4324 fit, the ~3-hour calibration survey; all resume)
 #   make docs-figures-quick  -- only the ones that take seconds (docs/demo_mge.png)
 PYTHON ?= python3.11
 VENV ?= .venv
 CONSTRAINTS ?= compat/py311-jampy8-kinms3.txt
-EXTRAS ?= test,fitter,inference,survey,ms
+EXTRAS ?= test,fitter,inference,survey,ms,docs
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test lint venv clean compat wheel-check docs-figures docs-figures-quick
+.PHONY: demo test lint docs venv clean compat wheel-check docs-figures docs-figures-quick
 
 venv: $(STAMP)
 
@@ -27,8 +28,12 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .
 
+# The docs build (docs/conf.py): every warning of a page is an error; seconds once built.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
 # pytest's options (--strict-markers among them) live in setup.cfg [tool:pytest]
-test: lint
+test: lint docs
 	$(BIN)/python -m pytest -q
 
 docs-figures: $(STAMP)
@@ -38,7 +43,7 @@ docs-figures-quick: $(STAMP)
 	$(BIN)/python docs/make_figures.py quick
 
 clean:
-	rm -rf $(VENV) .venv-compat $(DEMO_OUT) build dist *.egg-info
+	rm -rf $(VENV) .venv-compat $(DEMO_OUT) build dist *.egg-info docs/_build
 
 # Host-version matrix: one fresh venv per compat/*.txt, one line per combination.
 wheel-check: $(STAMP)

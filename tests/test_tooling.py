@@ -1,6 +1,7 @@
 """Tooling a fresh clone relies on: `make test` lints then tests, markers are strict, pins agree."""
 
 import configparser
+import io
 import re
 import shutil
 import subprocess
@@ -79,3 +80,76 @@ def test_ruff_configuration_is_live(tmp_path):
                           capture_output=True, text=True, cwd=ROOT)
     codes = set(re.findall(r":\d+:\d+: ([A-Z]+\d+)", proc.stdout))
     assert proc.returncode == 1 and codes == {"F401", "E702", "E501"}, proc.stdout + proc.stderr
+
+
+def test_make_test_builds_the_docs_with_warnings_as_errors():
+    deps, _ = _make_recipe("test")
+    assert "docs" in deps
+    _, docs = _make_recipe("docs")
+    assert "sphinx-build -W --keep-going" in docs and "-b html docs docs/_build/html" in docs
+    makefile = (ROOT / "Makefile").read_text()
+    extras = re.search(r"^EXTRAS \?= (\S+)$", makefile, flags=re.M).group(1).split(",")
+    assert "docs" in extras and "docs" in _setup_cfg()["options.extras_require"]
+    pinned = (ROOT / "compat" / "py311-jampy8-kinms3.txt").read_text()
+    assert re.search(r"^# extras: (\S+)$", pinned, flags=re.M).group(1).split(",") == extras
+    for tool in ("sphinx", "docutils", "numpydoc", "sphinx-argparse", "furo"):
+        assert re.search(rf"^{tool}==\S+$", pinned, flags=re.M), tool
+    assert "docs/_build/" in (ROOT / ".gitignore").read_text().splitlines()
+    conf = (ROOT / "docs" / "conf.py").read_text()
+    assert "sphinx.ext.autodoc" in conf and "numpydoc" in conf and "sphinxarg.ext" in conf
+
+
+def test_python_requires_has_tomllib():
+    """The configuration reader imports tomllib (Python 3.11+): setup.cfg must not promise 3.10."""
+    assert _setup_cfg()["options"]["python_requires"].strip() == ">=3.11"
+    assert re.search(r"^import tomllib$|^from tomllib import", (ROOT / "nuker_mge_plugin" / "inference" /
+                                                                 "config.py").read_text(), flags=re.M)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _run_bar(stream, **kwargs):
+    from nuker_mge_plugin._progress import progress_bar
+
+    with progress_bar(total=50, file=stream, desc="work", mininterval=0, miniters=1, **kwargs) as bar:
+        shown = not bar.disable  # (closing a bar disables it)
+        for _ in range(50):
+            bar.update(1)
+    return shown, stream.getvalue()
+
+
+def test_progress_bar_writes_no_frames_to_a_file_or_pipe(monkeypatch):
+    monkeypatch.delenv("NUKER_MGE_PROGRESS", raising=False)
+    shown, out = _run_bar(io.StringIO())
+    assert not shown and "\r" not in out and out == ""
+
+
+def test_progress_bar_on_a_terminal_and_when_forced(monkeypatch):
+    monkeypatch.delenv("NUKER_MGE_PROGRESS", raising=False)
+    shown, out = _run_bar(_Terminal())
+    assert shown and "\r" in out and "50/50" in out
+    monkeypatch.setenv("NUKER_MGE_PROGRESS", "1")  # a batch job that wants its bars anyway
+    shown, out = _run_bar(io.StringIO())
+    assert shown and "\r" in out
+    shown, out = _run_bar(io.StringIO(), disable=True)  # --no-progress still wins
+    assert not shown and out == ""
+    monkeypatch.setenv("NUKER_MGE_PROGRESS", "0")
+    shown, out = _run_bar(_Terminal())
+    assert not shown and out == ""
+
+
+def test_progress_bar_throttles_and_wraps_iterables(monkeypatch):
+    from nuker_mge_plugin import _progress
+
+    monkeypatch.setenv("NUKER_MGE_PROGRESS", "1")
+    bar = _progress.progress_bar(range(3), file=io.StringIO())
+    assert bar.mininterval == _progress.MININTERVAL == 0.5
+    assert list(bar) == [0, 1, 2]
+    monkeypatch.delenv("NUKER_MGE_PROGRESS")
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # the default stream: a pipe here
+    bar = _progress.progress_bar(total=3)
+    assert bar.disable
+    bar.close()
