@@ -28,6 +28,8 @@ EPILOG = "Run 'nuker-mge COMMAND --help' for the options of one command."
 MBH_MAX = 1.0e11
 #: Speed of light [km/s]: a Newtonian circular velocity above it means unphysical inputs.
 C_KMS = 299792.458
+#: Exit status of ``nuker-mge fit --strict`` when the chains have not converged.
+EXIT_UNCONVERGED = 3
 
 # A value that starts with "-" but is a number ("-6e4", "-.5", "-inf", "-nan"): argparse's own
 # pattern knows only "-6" and "-6.0", and takes "--sigma-b -6e4" for a missing value.
@@ -91,14 +93,21 @@ def build_parser():
     p.add_argument("--out", required=True, help="observation file to write (.npz)")
     p.set_defaults(func=_cmd_mock)
 
-    p = sub.add_parser("fit", help="measure a black-hole mass: MAP, Fisher-preconditioned MALA, results",
+    p = sub.add_parser("fit", help="measure a black-hole mass: MAP, Fisher matrix, NUTS (or MALA), results",
                        description="Fit the visibilities (an observation .npz) or the cleaned FITS cube that the "
-                                   "configuration's [data] path names: MAP, Fisher matrix, MALA, then results "
-                                   "and products in the output directory.")
+                                   "configuration's [data] path names: MAP, Fisher matrix, the sampler of "
+                                   "[sampler] kind (NUTS by default, drawing until the chains converge; or "
+                                   "the seed paper's Fisher-MALA), then results and products in the output "
+                                   "directory. The last line says whether the chains converged (R-hat <= 1.01 "
+                                   "and bulk and tail ESS >= 400 for every free parameter); when they did not "
+                                   "it starts with 'warning:' and the intervals must not be quoted.")
     p.add_argument("config", help="fit configuration (TOML: [data], [galaxy], [model], [priors], [sampler], ...)")
     p.add_argument("--out", default=None, help="results directory (default: the configuration's output.dir)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its checkpoints")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--strict", action="store_true",
+                   help=f"exit status {EXIT_UNCONVERGED} when the chains have not converged (after writing every "
+                        "result and product); without it an unconverged fit warns and exits 0")
     p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser("survey", help="fit many galaxies on Dask: a local cluster, a scheduler or a batch queue",
@@ -237,7 +246,11 @@ def _cmd_fit(args):
     from .inference.config import load_config
     from .inference.fit import run_fit
     cfg = load_config(args.config)
-    run_fit(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    summary = run_fit(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    if args.strict and not summary["diagnostics"]["converged"]:
+        print(f"nuker-mge: the chains have not converged (--strict): exit status {EXIT_UNCONVERGED}",
+              file=sys.stderr)
+        return EXIT_UNCONVERGED
     return 0
 
 
@@ -316,9 +329,11 @@ def _cmd_demo(args):
     if not os.path.exists(obs_path):
         mock_from_parameters(obs_path, truth, distance_mpc=distance, **obs)
     print(f"    {obs_path} (truth: log10 M_BH = {truth['log10_mbh']:g}, i = {truth['inclination']:g} deg)")
-    print("3/3 the fit: gridding, MAP, Fisher matrix, MALA tuning and sampling")
     cfg = load_config(fit_cfg)
+    sampler = "NUTS warm-up and sampling" if cfg.sampler.kind == "nuts" else "MALA tuning and sampling"
+    print(f"3/3 the fit: gridding, MAP, Fisher matrix, {sampler}")
     fit_dir = os.path.join(args.out, f"fit{suffix}")
+    # the verdict (converged, or a warning line) is run_fit's last line; the demo exits 0 either way
     run_fit(cfg, fit_dir, resume=os.path.exists(os.path.join(fit_dir, "map.json")), progress=not args.no_progress)
     return 0
 

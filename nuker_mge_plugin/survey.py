@@ -27,10 +27,12 @@ resumes from the last checkpoint. ``OUT/NAME/attempts.jsonl`` records every atte
 start, end) and ``OUT/NAME/fit.log`` the fit's log.
 
 Results: ``OUT/results.csv`` and ``OUT/results.ecsv`` (one row per galaxy: ``galaxy``, ``status``,
-``<param>_mean``, ``<param>_std``, ``<param>_r_hat``, ``<param>_ess_bulk`` for every free
-parameter, ``wall_time_s``, ``worker``, ``error``, then ``log10_mbh_median``,
-``log10_mbh_hdi68_low``, ``log10_mbh_hdi68_high``, ``log10_mbh_truth``, ``warnings``) and ``OUT/survey_mbh.png``
-(log10 M_BH with its 68% HDI per galaxy, against the truth for mocks).
+``converged`` (True when every free parameter has R-hat <= 1.01 and bulk and tail ESS >= 400,
+False when not, empty without a finished fit), ``max_r_hat``, ``<param>_mean``, ``<param>_std``,
+``<param>_r_hat``, ``<param>_ess_bulk`` for every free parameter, ``wall_time_s``, ``worker``,
+``error``, then ``log10_mbh_median``, ``log10_mbh_hdi68_low``, ``log10_mbh_hdi68_high``,
+``log10_mbh_truth``, ``warnings``) and ``OUT/survey_mbh.png`` (log10 M_BH with its 68% HDI per
+galaxy, against the truth for mocks). Rows with ``converged`` False must not be quoted.
 
 Dask (``distributed``, ``dask-jobqueue``) is the optional ``survey`` extra:
 ``pip install 'nuker-mge-plugin[survey]'``.
@@ -553,14 +555,19 @@ def results_rows(galaxies, outcomes):
         s = summaries[g.name]
         if s is not None and outcomes.get(g.name, {}).get("status") == "done":
             params += [n for n in s["parameters"] if n not in params]
-    cols = ["galaxy", "status"] + [f"{n}_{k}" for n in params for k in ("mean", "std", "r_hat", "ess_bulk")]
+    cols = ["galaxy", "status", "converged", "max_r_hat"]
+    cols += [f"{n}_{k}" for n in params for k in ("mean", "std", "r_hat", "ess_bulk")]
     cols += ["wall_time_s", "worker", "error", "log10_mbh_median", "log10_mbh_hdi68_low", "log10_mbh_hdi68_high",
              "log10_mbh_truth", "warnings"]
     rows = []
     for g in galaxies:
         o = outcomes.get(g.name, dict(status="pending"))
         s = summaries[g.name] if o.get("status") == "done" else None
-        row = dict(galaxy=g.name, status=o["status"])
+        diag = (s or {}).get("diagnostics") or {}
+        conv = diag.get("converged")
+        # True / False from a finished fit's summary.json, "" (empty) for a failed or unfinished one
+        row = dict(galaxy=g.name, status=o["status"], converged="" if conv is None else bool(conv),
+                   max_r_hat=_num(diag.get("max_r_hat")))
         pars = (s or {}).get("parameters", {})
         for n in params:
             p = pars.get(n, {})
@@ -573,8 +580,10 @@ def results_rows(galaxies, outcomes):
         truth = ((s or {}).get("truth") or {}).get("log10_mbh", {})
         row.update(log10_mbh_median=_num(m.get("median")), log10_mbh_hdi68_low=_num(lo),
                    log10_mbh_hdi68_high=_num(hi), log10_mbh_truth=_num(truth.get("value")),
-                   # the fit's own warnings (sub-pixel sampling, ...): what to look at before trusting a row
-                   warnings=" | ".join(((s or {}).get("map") or {}).get("warnings") or []))
+                   # the fit's own warnings (sub-pixel sampling, convergence, divergences): what to look at
+                   # before trusting a row (older summaries have the MAP's only)
+                   warnings=" | ".join((s or {}).get("warnings", ((s or {}).get("map") or {}).get("warnings"))
+                                       or []))
         rows.append(row)
     return rows, cols
 
@@ -599,7 +608,8 @@ def write_results_table(out_dir, rows, cols):
     _atomic(out / "results.csv", csv_)
     from astropy.table import Table
     t = Table(rows=[[r[c] for c in cols] for r in rows] if rows else None, names=cols,
-              dtype=[str if c in ("galaxy", "status", "worker", "error", "warnings") else float for c in cols])
+              dtype=[str if c in ("galaxy", "status", "converged", "worker", "error", "warnings") else float
+                     for c in cols])
     t.meta["description"] = "nuker-mge survey results: one row per galaxy (see docs/survey.rst)"
     _atomic(out / "results.ecsv", lambda tmp: t.write(tmp, format="ascii.ecsv", overwrite=True))
     return out / "results.csv", out / "results.ecsv"
@@ -695,7 +705,8 @@ def run_survey(survey, out_dir, *, progress=True, stream=None, client=None, poll
     """Fit every unfinished galaxy of ``survey`` on its Dask scheduler; write the results table and plot.
 
     ``client``: an existing :class:`distributed.Client` to use instead of the survey's scheduler.
-    Returns ``dict(rows, columns, n_done, n_failed, paths)``.
+    Returns ``dict(rows, columns, n_done, n_failed, n_unconverged, paths)`` (``n_unconverged``: finished
+    fits whose chains did not converge).
     """
     from distributed import Client, as_completed
 
@@ -790,9 +801,11 @@ def run_survey(survey, out_dir, *, progress=True, stream=None, client=None, poll
     png = plot_survey(out / "survey_mbh.png", rows)
     n_done = sum(r["status"] == "done" for r in rows)
     n_failed = sum(r["status"] == "failed" for r in rows)
-    print(f"{n_done} of {len(rows)} galaxies fitted, {n_failed} failed; wrote {csv_path}, {ecsv_path.name}, "
-          f"{Path(png).name}", file=stream, flush=True)
-    return dict(rows=rows, columns=cols, n_done=n_done, n_failed=n_failed,
+    n_unconverged = sum(r["converged"] is False for r in rows)
+    unconv = (f" (warning: {n_unconverged} not converged: see the converged column)" if n_unconverged else "")
+    print(f"{n_done} of {len(rows)} galaxies fitted{unconv}, {n_failed} failed; wrote {csv_path}, "
+          f"{ecsv_path.name}, {Path(png).name}", file=stream, flush=True)
+    return dict(rows=rows, columns=cols, n_done=n_done, n_failed=n_failed, n_unconverged=n_unconverged,
                 paths=dict(csv=str(csv_path), ecsv=str(ecsv_path), plot=str(png)))
 
 

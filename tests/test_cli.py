@@ -35,6 +35,12 @@ def test_demo(tmp_path, capsys):
     assert "log10 M_BH = " in text and "truth 8.110" in text and "R-hat" in text
     fit = tmp_path / "fit_quick"
     summary = json.loads((fit / "summary.json").read_text())
+    # 20 draws are not converged: the demo says so in one warning line (the last), and exits 0 all the same
+    assert not summary["diagnostics"]["converged"] and summary["diagnostics"]["failing"]
+    last = text.strip().splitlines()[-1]
+    assert last.startswith("warning: the chains have NOT converged") and "Do not quote" in last, last
+    assert last in summary["warnings"]
+    assert summary["sampler"]["kind"] in ("nuts", "mala") and summary["sampler"]["draws_per_chain"] == 20
     assert set(summary["parameters"]) == {"log10_mbh", "inclination", "pa", "systemic_velocity", "flux"}
     assert summary["chains"] == 2 and summary["draws"] == 20 and summary["truth"]["log10_mbh"]["value"] == 8.11
     for name in ("posterior.nc", "config.toml", "map.json", "corner.png", "mbh.png", "vcirc.png", "traces.png",
@@ -298,3 +304,44 @@ def test_train_module_entry_point_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "nuker_mge_plugin.emulator.train", "--out", str(tmp_path / "r")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.strip() == "nuker-mge train: error: give --minutes or --steps"
+
+
+# ----------------------------------------------------------------------------- fit --strict
+
+
+@pytest.fixture
+def fake_fit(monkeypatch):
+    """``nuker-mge fit`` with the fit replaced: run_fit returns a summary whose verdict the test picks."""
+    import nuker_mge_plugin.inference.config as config
+    import nuker_mge_plugin.inference.fit as fit
+    calls = {}
+
+    def run_fit(cfg, out_dir=None, *, resume=False, progress=True, log=print):
+        calls.update(cfg=cfg, out_dir=out_dir, resume=resume, progress=progress)
+        log("max R-hat 1.300, ...; wrote out")  # what the real fit prints last before the verdict
+        if not calls["converged"]:
+            log("warning: the chains have NOT converged (...)")
+        return {"diagnostics": {"converged": calls["converged"]}}
+
+    monkeypatch.setattr(config, "load_config", lambda path: f"config from {path}")
+    monkeypatch.setattr(fit, "run_fit", run_fit)
+    return calls
+
+
+@pytest.mark.parametrize("strict,converged,status", [(True, False, 3), (True, True, 0), (False, False, 0),
+                                                     (False, True, 0)])
+def test_fit_strict_exit_status(fake_fit, capsys, strict, converged, status):
+    fake_fit["converged"] = converged
+    argv = ["fit", "cfg.toml", "--out", "o", "--no-progress"] + (["--strict"] if strict else [])
+    rc, text, err = _run(argv, capsys)
+    assert rc == status and fake_fit["cfg"] == "config from cfg.toml" and fake_fit["out_dir"] == "o"
+    assert ("NOT converged" in text) is (not converged)  # the warning is printed either way ...
+    # ... and with --strict one line on stderr says why the exit status is 3
+    assert err == (["nuker-mge: the chains have not converged (--strict): exit status 3"] if status == 3 else [])
+
+
+def test_fit_strict_help():
+    _, subs = _subparsers()
+    text = " ".join(subs["fit"].format_help().split())
+    assert "--strict" in text and "exit status 3 when the chains have not converged" in text
+    assert "R-hat <= 1.01" in text and "warning:" in text

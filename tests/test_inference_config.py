@@ -135,6 +135,17 @@ BAD = [
     ("sampler.mass_matrix", "identity", "sampler.mass_matrix"),
     ("sampler.step_sizes", [0.1, -1.0], "sampler.step_sizes"),
     ("sampler.device", "tpu", "sampler.device"),
+    ("sampler.kind", "hmc", "sampler.kind"),
+    ("sampler.kind", 1, "sampler.kind"),
+    ("sampler.max_wall_s", -1.0, "sampler.max_wall_s"),
+    ("sampler.max_draws", 500, "sampler.max_draws"),  # < the default 1000 draws
+    ("sampler.max_tree_depth", 16, "sampler.max_tree_depth"),
+    ("sampler.max_tree_depth", 0, "sampler.max_tree_depth"),
+    ("sampler.warmup", 10, "sampler.warmup"),
+    ("sampler.block_draws", 20, "sampler.block_draws"),
+    ("sampler.until_converged", "yes", "sampler.until_converged"),
+    ("sampler.target_acceptance", 1.0, "sampler.target_acceptance"),
+    ("sampler.burn_in_steps", 100, "sampler.burn_in_steps"),  # a MALA key with the default kind nuts
     ("priors.pa", [10.0, 5.0], "priors.pa"),
     ("priors.pa", [0.0, 720.0], "priors.pa"),
     ("priors.gamma_minus_beta", 0.1, "priors.gamma_minus_beta"),
@@ -214,7 +225,7 @@ def test_cuda_without_cuda(example):
 
 
 def test_step_sizes_and_trials(example):
-    raw = _set(_base(), "sampler.step_sizes", [0.05, 0.1, 0.2])
+    raw = _set(_set(_base(), "sampler.kind", "mala"), "sampler.step_sizes", [0.05, 0.1, 0.2])
     cfg = config_from_dict(raw, base_dir=example.parent)
     assert cfg.sampler.step_sizes == (0.05, 0.1, 0.2) and cfg.sampler.n_step_trials == 3
     with pytest.raises(ConfigError, match=r"^sampler\.n_step_trials"):
@@ -233,3 +244,79 @@ def test_overlap_weights_key(example):
         config_from_dict(_set(_base(), "likelihood.overlap_weights", "yes"), base_dir=example.parent)
     with pytest.raises(ConfigError, match=r"did you mean likelihood\.overlap_weights\?"):
         config_from_dict(_set(_base(), "likelihood.overlap_weight", False), base_dir=example.parent)
+
+
+def test_sampler_defaults_by_kind(example):
+    s = config_from_dict(_base(), base_dir=example.parent).sampler  # kind left out: NUTS
+    assert s.kind == "nuts" and s.target_acceptance == 0.8 and s.draws == 1000
+    assert (s.warmup, s.max_tree_depth, s.until_converged, s.block_draws, s.max_draws, s.max_wall_s) == \
+        (500, 10, True, 250, 10000, 0.0)
+    m = config_from_dict(_set(_base(), "sampler.kind", "mala"), base_dir=example.parent).sampler
+    assert m.kind == "mala" and m.target_acceptance == 0.574 and m.draws == 2000 and m.until_converged is False
+    assert (m.burn_in_stages, m.burn_in_steps, m.n_step_trials, m.step_trial_steps, m.thin, m.mass_matrix) == \
+        (3, 500, 6, 200, 1, "fisher")
+    # given values win; max_draws follows a larger first block; max_wall_s in seconds
+    raw = _base()
+    raw["sampler"].update(target_acceptance=0.95, draws=20000, max_wall_s=3600, until_converged=False)
+    s = config_from_dict(raw, base_dir=example.parent).sampler
+    assert (s.target_acceptance, s.draws, s.max_draws, s.max_wall_s, s.until_converged) == \
+        (0.95, 20000, 20000, 3600.0, False)
+    raw = _set(_set(_base(), "sampler.kind", "mala"), "sampler.target_acceptance", 0.6)
+    assert config_from_dict(raw, base_dir=example.parent).sampler.target_acceptance == 0.6
+
+
+@pytest.mark.parametrize("kind,key,value,needle", [
+    ("hmc", None, None, 'sampler.kind: expects one of "nuts", "mala", got \'hmc\''),
+    ("nuts", "max_draws", 999, "sampler.max_draws: expects an integer >= sampler.draws = 1000"),
+    ("nuts", "max_wall_s", -5, "sampler.max_wall_s: expects a time >= 0 [s] (0 = no limit), got -5"),
+    ("nuts", "thin", 2, 'sampler.thin: applies to sampler.kind = "mala" only, got it with kind = "nuts"'),
+    ("nuts", "mass_matrix", "adaptive", 'sampler.mass_matrix: applies to sampler.kind = "mala" only'),
+    ("mala", "warmup", 200, 'sampler.warmup: applies to sampler.kind = "nuts" only, got it with kind = "mala"'),
+    ("mala", "until_converged", True, 'sampler.until_converged: applies to sampler.kind = "nuts" only'),
+])
+def test_sampler_kind_errors(example, kind, key, value, needle):
+    raw = _set(_base(), "sampler.kind", kind)
+    if key:
+        raw["sampler"][key] = value
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(raw, base_dir=example.parent)
+    assert str(e.value).startswith(needle) and "\n" not in str(e.value), str(e.value)
+
+
+def test_default_kind_named_in_the_error(example):
+    with pytest.raises(ConfigError, match=r'^sampler\.burn_in_stages: .*kind = "nuts" \(the default\)$'):
+        config_from_dict(_set(_base(), "sampler.burn_in_stages", 2), base_dir=example.parent)
+
+
+@pytest.mark.parametrize("kind", ["nuts", "mala"])
+def test_sampler_round_trip_writes_only_its_kind(example, tmp_path, kind):
+    raw = _set(_base(), "sampler.kind", kind)
+    raw["sampler"].update(dict(warmup=300, max_draws=5000, max_wall_s=60.5) if kind == "nuts" else
+                          dict(burn_in_steps=40, thin=2, mass_matrix="adaptive"))
+    cfg = config_from_dict(raw, base_dir=example.parent)
+    written = tomllib.loads(cfg.to_toml_str())["sampler"]
+    from nuker_mge_plugin.inference.config import SAMPLER_KIND_KEYS
+    other = SAMPLER_KIND_KEYS["mala" if kind == "nuts" else "nuts"]
+    assert written["kind"] == kind and not set(written) & set(other)
+    assert set(SAMPLER_KIND_KEYS[kind]) - {"step_sizes"} <= set(written)
+    out = tmp_path / "again" / "fit.toml"
+    out.parent.mkdir()
+    out.write_text(cfg.to_toml_str())
+    assert load_config(out).sampler == cfg.sampler
+
+
+@pytest.mark.parametrize("name", ["ngc4697_fit.toml", "ngc4697_fit_quick.toml"])
+def test_shipped_fit_examples_parse(tmp_path, name):
+    from pathlib import Path
+
+    import nuker_mge_plugin
+    src = Path(nuker_mge_plugin.__file__).parent / "examples" / name
+    p = tmp_path / name
+    p.write_text(src.read_text())
+    cfg = load_config(p, check_files=False)
+    s = cfg.sampler
+    if name == "ngc4697_fit.toml":  # the demo: the new default, drawn until converged
+        assert s.kind == "nuts" and s.until_converged and s.max_draws >= s.draws
+    else:  # the smoke run: short, and never drawn until converged
+        assert s.draws <= 50 and not s.until_converged
+        assert s.kind == "mala" or s.warmup <= 50

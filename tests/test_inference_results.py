@@ -71,7 +71,8 @@ def test_summary_of_known_normals(posterior, tmp_path):
     assert s["truth"]["qintr"] == {"value": 0.7}
     assert s["at_bound"] == {}
     d = s["diagnostics"]
-    assert d["converged"] and d["max_r_hat"] < 1.01 and d["min_ess"] >= 200
+    assert d["converged"] and d["max_r_hat"] <= 1.01 and d["min_ess"] >= 400 and d["failing"] == []
+    assert (d["r_hat_max"], d["ess_min"]) == (1.01, 400.0) and "1.01" in d["criteria"] and "400" in d["criteria"]
     path = write_summary_json(tmp_path / "out" / "summary.json", s)
     assert json.loads(open(path).read()) == s
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["summary.json"]  # no temporary file left
@@ -86,6 +87,50 @@ def test_shifted_chain_is_not_converged(posterior):
     assert s["parameters"]["flux"]["r_hat"] > 1.1
     assert s["parameters"]["log10_mbh"]["r_hat"] < 1.01
     assert not s["diagnostics"]["converged"] and s["diagnostics"]["worst_r_hat"] == "flux"
+    assert s["diagnostics"]["failing"] == ["flux"]
+
+
+def test_converged_needs_rhat_1_01_and_ess_400():
+    """The thresholds careful users apply: draws that passed the old R-hat < 1.05 / ESS >= 200 do not."""
+    from nuker_mge_plugin.inference.results import CONVERGED_ESS, CONVERGED_RHAT
+    from nuker_mge_plugin.sampling.diagnostics import ESS_MIN, RHAT_MAX
+    assert (CONVERGED_RHAT, CONVERGED_ESS) == (RHAT_MAX, ESS_MIN) == (1.01, 400.0)
+    rng = np.random.default_rng(5)
+    stats = dict(logp=np.zeros((4, 400)), accepted=np.ones((4, 400), bool), step_size=0.1)
+    # AR(1) chains, phi 0.8: ESS ~ 1600 / 9 ~ 180-350, R-hat < 1.05
+    x = _ar1(rng, 0.8, (4, 400))
+    s = summarize({"log10_mbh": x, "flux": rng.standard_normal((4, 400))}, stats)
+    p, d = s["parameters"]["log10_mbh"], s["diagnostics"]
+    assert p["r_hat"] < 1.05 and 150 < p["ess_bulk"] < 400, p
+    assert not d["converged"] and d["failing"] == ["log10_mbh"]
+    # a chain offset by 0.4 sd: R-hat between 1.01 and 1.05 (and a bulk ESS of ~240: both flag it)
+    y = rng.standard_normal((4, 4000))
+    y[0] += 0.4
+    d = summarize({"x": y}, dict(stats, logp=np.zeros((4, 4000)), accepted=np.ones((4, 4000), bool)))["diagnostics"]
+    assert 1.01 < d["max_r_hat"] < 1.05 and d["min_ess"] > 200 and not d["converged"], d
+
+
+def test_nuts_sample_stats_without_accepted(posterior, tmp_path):
+    """NUTS reports a per-draw acceptance_rate (and diverging, tree_depth, ...) instead of accepted."""
+    draws, stats = posterior
+    rng = np.random.default_rng(2)
+    nuts = dict(logp=stats["logp"], step_size=np.full(C, 0.4), acceptance_rate=rng.uniform(0.6, 1.0, (C, N)),
+                diverging=rng.random((C, N)) < 0.01, tree_depth=rng.integers(1, 5, (C, N)),
+                n_leapfrog=rng.integers(1, 32, (C, N)), energy=-stats["logp"] + 1.0)
+    s = summarize(draws, nuts)
+    assert s["acceptance"] == pytest.approx(0.8, abs=0.01) and len(s["acceptance_per_chain"]) == C
+    assert s["step_size"] == 0.4 and s["diagnostics"]["converged"]
+    path = write_posterior_netcdf(tmp_path / "posterior.nc", draws, nuts)
+    d2, s2, _ = read_posterior_netcdf(path)
+    assert "accepted" not in s2 and s2["diverging"].dtype == bool
+    assert np.array_equal(s2["diverging"], nuts["diverging"]) and np.array_equal(s2["tree_depth"], nuts["tree_depth"])
+    assert np.array_equal(s2["acceptance_rate"], nuts["acceptance_rate"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        idata = az.from_netcdf(path)
+    assert idata.sample_stats["diverging"].values.sum() == nuts["diverging"].sum()
+    with pytest.raises(ValueError, match="accepted or acceptance_rate"):
+        validate_draws(draws, dict(logp=stats["logp"], step_size=0.1))
 
 
 def test_vcirc_band_from_array_and_callable(posterior):

@@ -68,6 +68,12 @@ def test_local_survey_failure_and_rerun(mock_dir, tmp_path, capsys):
             assert float(rows[0][f"{n}_{k}"]) == pytest.approx(free[n][k]), (n, k)
     assert rows[0]["worker"].startswith("tcp://") and float(rows[0]["wall_time_s"]) > 0
     assert "not a readable .npz" in rows[2]["error"] and rows[2]["log10_mbh_mean"] == "nan"
+    # the quick fits' 20 draws are not converged, and the table says so; a failed fit has no verdict
+    summ = json.loads((out / "gal_a" / "summary.json").read_text())
+    assert [r["converged"] for r in rows] == ["False", "False", ""] and not summ["diagnostics"]["converged"]
+    assert float(rows[0]["max_r_hat"]) == pytest.approx(summ["diagnostics"]["max_r_hat"])
+    assert "NOT converged" in rows[0]["warnings"] and rows[2]["max_r_hat"] == "nan"
+    assert "galaxies fitted (warning: 2 not converged: see the converged column)" in text
     assert float(rows[0]["log10_mbh_truth"]) == 8.11
     from astropy.table import Table
     t = Table.read(out / "results.ecsv", format="ascii.ecsv")

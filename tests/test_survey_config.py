@@ -178,11 +178,15 @@ def test_without_dask_one_line_hint(tree, capsys, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- results from summaries
-def _summary(d, params, truth=None, wall=12.5, warnings=()):
+def _summary(d, params, truth=None, wall=12.5, warnings=(), converged=True, max_r_hat=1.005, fit_warnings=None):
+    """A summary.json; ``fit_warnings`` (all the fit's warnings) is left out as in summaries before it existed."""
     d.mkdir(parents=True, exist_ok=True)
     s = dict(parameters={n: dict(mean=m, std=0.1, median=m + 0.01, hdi_68=[m - 0.1, m + 0.1], r_hat=1.01,
                                  ess_bulk=400.0) for n, m in params.items()},
-             wall_time_s=wall, map=dict(warnings=list(warnings)))
+             wall_time_s=wall, map=dict(warnings=list(warnings)),
+             diagnostics=dict(converged=converged, max_r_hat=max_r_hat))
+    if fit_warnings is not None:
+        s["warnings"] = list(fit_warnings)
     if truth is not None:
         s["truth"] = {"log10_mbh": {"value": truth}}
     (d / "summary.json").write_text(json.dumps(s))
@@ -196,15 +200,17 @@ def test_results_table_and_plot(tree):
     s = sv.load_survey(_survey(tree, '[survey]\ngalaxies = ["gal/a.toml", "gal/b.toml", "gal/c.toml"]\n'), out)
     _summary(out / "a", {"log10_mbh": 8.1, "pa": 246.0}, truth=8.11)
     _summary(out / "b", {"log10_mbh": 7.5, "pa": 120.0, "flux": 10.0}, wall=20.0,
-             warnings=["warning: the cube's sub-pixel sampling biases this fit", "warning: two"])
+             warnings=["warning: the cube's sub-pixel sampling biases this fit"], converged=False, max_r_hat=1.3,
+             fit_warnings=["warning: the cube's sub-pixel sampling biases this fit", "warning: two"])
     outcomes = dict(a=dict(status="done", worker="tcp://w1", wall_time_s=None),
                     b=dict(status="done", worker="tcp://w2", wall_time_s=33.0),
                     c=dict(status="failed", worker="tcp://w1", error="ValueError: bad data"))
     rows, cols = sv.results_rows(s.galaxies, outcomes)
-    assert cols[:2] == ["galaxy", "status"]
-    assert cols[2:14] == [f"{n}_{k}" for n in ("log10_mbh", "pa", "flux") for k in ("mean", "std", "r_hat",
+    assert cols[:4] == ["galaxy", "status", "converged", "max_r_hat"]
+    assert cols[4:16] == [f"{n}_{k}" for n in ("log10_mbh", "pa", "flux") for k in ("mean", "std", "r_hat",
                                                                                     "ess_bulk")]
-    assert cols[14:17] == ["wall_time_s", "worker", "error"]
+    assert cols[16:19] == ["wall_time_s", "worker", "error"]
+    assert [r["converged"] for r in rows] == [True, False, ""]  # empty: no finished fit
     csv_path, ecsv_path = sv.write_results_table(out, rows, cols)
     with open(csv_path) as f:
         got = list(csv.DictReader(f))
@@ -213,11 +219,15 @@ def test_results_table_and_plot(tree):
     assert float(got[1]["wall_time_s"]) == 33.0 and got[1]["worker"] == "tcp://w2"
     assert math.isnan(float(got[0]["flux_mean"])) and float(got[1]["flux_ess_bulk"]) == 400.0
     assert got[2]["error"] == "ValueError: bad data" and math.isnan(float(got[2]["log10_mbh_mean"]))
+    assert [r["converged"] for r in got] == ["True", "False", ""]
+    assert float(got[0]["max_r_hat"]) == 1.005 and float(got[1]["max_r_hat"]) == 1.3
+    assert math.isnan(float(got[2]["max_r_hat"]))
     assert float(got[0]["log10_mbh_truth"]) == 8.11 and math.isnan(float(got[1]["log10_mbh_truth"]))
     assert cols[-1] == "warnings" and got[0]["warnings"] == "" and got[2]["warnings"] == ""
     assert got[1]["warnings"] == "warning: the cube's sub-pixel sampling biases this fit | warning: two"
     t = Table.read(ecsv_path, format="ascii.ecsv")
     assert t.colnames == cols and len(t) == 3 and t["pa_mean"][1] == 120.0 and t["status"][2] == "failed"
+    assert list(t["converged"].filled("")) == ["True", "False", ""] and t["max_r_hat"][1] == 1.3
     png = sv.plot_survey(out / "survey_mbh.png", rows)
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Path(png).stat().st_size > 5000
 

@@ -31,10 +31,11 @@ the cube's);
 surface_brightness, primary_beam; ``[gridding]`` width, beta, min_count, max_halfwidth, grow_step,
 mask_grown (the keyword arguments of ``dynamics.gridder.grid_visibilities``);
 ``[likelihood]`` kind, sigma_scale, overlap_weights; ``[priors]`` any of the 15 :data:`TABLE1` names; ``[map]``
-n_starts, screen_grid, screen_sweeps, adam_steps, adam_lr, lbfgs_steps; ``[sampler]`` chains, seed, device, dtype,
-burn_in_stages, burn_in_steps, step_sizes | n_step_trials, step_trial_steps, target_acceptance,
-draws, thin, checkpoint_every, mass_matrix, ridge_frac, ridge_min, threads; ``[output]`` dir, figures,
-vcirc_draws, vcirc_n_radii.
+n_starts, screen_grid, screen_sweeps, adam_steps, adam_lr, lbfgs_steps; ``[sampler]`` kind, chains, seed, device,
+dtype, target_acceptance, draws, checkpoint_every, ridge_frac, ridge_min, threads, and for ``kind = "nuts"``
+(the default) warmup, max_tree_depth, until_converged, block_draws, max_draws, max_wall_s, for
+``kind = "mala"`` burn_in_stages, burn_in_steps, step_sizes | n_step_trials, step_trial_steps, thin,
+mass_matrix (a key of the other kind is an error); ``[output]`` dir, figures, vcirc_draws, vcirc_n_radii.
 
 Priors. A parameter left out of ``[priors]`` takes its Table-1 range, except ``systemic_velocity``,
 ``x`` and ``y``, whose Table-1 values are NGC 4697's: they default to ranges taken from the data
@@ -71,7 +72,8 @@ from .parameters import TABLE1 as _P_TABLE1
 
 __all__ = ["ConfigError", "TABLE1", "DATA_PRIOR_NAMES", "Prior", "DataConfig", "GalaxyConfig", "ModelConfig",
            "GriddingConfig", "LikelihoodConfig", "PriorsConfig", "MapConfig", "SamplerConfig", "OutputConfig",
-           "FitConfig", "load_config", "config_from_dict", "resolve_data_priors", "channel_velocities_kms"]
+           "FitConfig", "load_config", "config_from_dict", "resolve_data_priors", "channel_velocities_kms",
+           "SAMPLER_KIND_KEYS", "SAMPLER_DEFAULTS"]
 
 
 class ConfigError(ValueError):
@@ -403,8 +405,14 @@ class MapConfig:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """``[sampler]``: Fisher-preconditioned MALA (seed paper appendix C).
+    """``[sampler]``: the MCMC after the MAP, NUTS (default) or the seed paper's Fisher-MALA.
 
+    kind : str
+        ``"nuts"`` (default): the No-U-Turn sampler (sampling/nuts.py), its mass matrix started at
+        the Fisher covariance of the MAP, drawing in blocks until the chains have converged
+        (``until_converged``); ``"mala"``: Fisher-preconditioned MALA, the seed paper's appendix C
+        (inference/mala.py), a fixed schedule of burn-in, step-size trials and draws. Keys of the
+        other kind are an error rather than silently ignored.
     chains : int
         Independent chains, >= 2 (R-hat needs several; default 4).
     seed : int
@@ -413,6 +421,45 @@ class SamplerConfig:
         ``"cpu"`` (default), ``"cuda"`` or ``"cuda:N"``; CUDA must be available.
     dtype : str
         ``"float64"`` (default) or ``"float32"`` for the forward model (reductions stay float64).
+    target_acceptance : float
+        In (0, 1). NUTS: the mean acceptance statistic its step-size adaptation aims at (default
+        0.8; raise it, e.g. to 0.95, when there are divergences). MALA: the acceptance rate the
+        kept step size is closest to (default 0.574, Roberts & Rosenthal 1998).
+    draws : int
+        Posterior draws per chain, >= 1. NUTS: the first block of draws after warm-up (default
+        1000); with ``until_converged`` more blocks follow until convergence. MALA: all the draws
+        after tuning (default 2000).
+    checkpoint_every : int
+        Write a checkpoint every this many sampler iterations, >= 0 (0 = never; default 500).
+    ridge_frac, ridge_min : float
+        Fisher ridge ``lambda = max(ridge_frac median(diag F), ridge_min)`` (appendix C.1),
+        ridge_frac >= 0 (default 1e-3), ridge_min > 0 (default 1e-8).
+    threads : int
+        CPU threads of torch, >= 0 (0 = torch's default). On a machine shared with other work, 1
+        is often much faster than more: idle threads spin while the cores are busy elsewhere.
+
+    NUTS only (``kind = "nuts"``):
+
+    warmup : int
+        Warm-up (step-size and mass-matrix adaptation) iterations per chain, >= 20 (default 500);
+        not kept as draws.
+    max_tree_depth : int
+        Largest trajectory doubling depth, 1 to 15 (default 10: at most 2^10 - 1 leapfrog steps,
+        i.e. gradient evaluations, per draw).
+    until_converged : bool
+        Keep drawing in blocks of ``block_draws`` until every free parameter has R-hat <= 1.01
+        and bulk and tail ESS >= 400 (sampling/diagnostics.py), or ``max_draws`` or
+        ``max_wall_s`` is reached (default true). False: exactly ``draws`` draws per chain.
+    block_draws : int
+        Draws per chain added by each further block, >= 50 (default 250).
+    max_draws : int
+        Most draws per chain in all, >= ``draws`` (default 10000, or ``draws`` if that is larger).
+    max_wall_s : float
+        Wall time [s] the sampling (warm-up and draws) may take before it stops unconverged,
+        >= 0 (default 0: no limit); checked between blocks.
+
+    MALA only (``kind = "mala"``):
+
     burn_in_stages : int
         Burn-in stages, each ending with a new Fisher mass matrix at its best point, >= 1 (default 3).
     burn_in_steps : int
@@ -424,45 +471,53 @@ class SamplerConfig:
         Number of step sizes tried, >= 1 (default 6; ``len(step_sizes)`` when those are given).
     step_trial_steps : int
         MALA steps per step-size trial, >= 1 (default 200).
-    target_acceptance : float
-        Acceptance rate the kept step size is closest to, in (0, 1) (default 0.574, Roberts &
-        Rosenthal 1998).
-    draws : int
-        Posterior draws per chain after tuning, >= 1 (default 2000).
     thin : int
         Keep every ``thin``-th draw, >= 1 (default 1).
-    checkpoint_every : int
-        Write a checkpoint every this many steps, >= 0 (0 = never; default 500).
     mass_matrix : str
         ``"fisher"`` (default): after each burn-in stage the empirical Fisher covariance at the best
         point (appendix C.1); ``"adaptive"``: that matrix blended with the covariance of the burn-in's
         draws so far (:class:`~.mala.MALASchedule` ``adapt_mass_matrix``), for data that constrain some
         parameters weakly, where the Fisher matrix at one point misjudges the posterior's widths.
-    ridge_frac, ridge_min : float
-        Fisher ridge ``lambda = max(ridge_frac median(diag F), ridge_min)`` (appendix C.1),
-        ridge_frac >= 0 (default 1e-3), ridge_min > 0 (default 1e-8).
-    threads : int
-        CPU threads of torch, >= 0 (0 = torch's default). On a machine shared with other work, 1
-        is often much faster than more: idle threads spin while the cores are busy elsewhere.
+
+    The fields of the kind not chosen keep their defaults and are not written by
+    :meth:`FitConfig.to_dict`.
     """
 
+    kind: str = "nuts"
     chains: int = 4
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float64"
+    target_acceptance: float = 0.8
+    draws: int = 1000
+    checkpoint_every: int = 500
+    ridge_frac: float = 1e-3
+    ridge_min: float = 1e-8
+    threads: int = 0
+    warmup: int = 500
+    max_tree_depth: int = 10
+    until_converged: bool = True
+    block_draws: int = 250
+    max_draws: int = 10000
+    max_wall_s: float = 0.0
     burn_in_stages: int = 3
     burn_in_steps: int = 500
     step_sizes: tuple | None = None
     n_step_trials: int = 6
     step_trial_steps: int = 200
-    target_acceptance: float = 0.574
-    draws: int = 2000
     thin: int = 1
-    checkpoint_every: int = 500
     mass_matrix: str = "fisher"
-    ridge_frac: float = 1e-3
-    ridge_min: float = 1e-8
-    threads: int = 0
+
+
+#: ``[sampler]`` keys of one sampler kind only (the others apply to both).
+SAMPLER_KIND_KEYS = {
+    "nuts": ("warmup", "max_tree_depth", "until_converged", "block_draws", "max_draws", "max_wall_s"),
+    "mala": ("burn_in_stages", "burn_in_steps", "step_sizes", "n_step_trials", "step_trial_steps", "thin",
+             "mass_matrix"),
+}
+#: ``sampler.target_acceptance`` and ``sampler.draws`` when not given, by ``sampler.kind``.
+SAMPLER_DEFAULTS = {"nuts": dict(target_acceptance=0.8, draws=1000),
+                    "mala": dict(target_acceptance=0.574, draws=2000)}
 
 
 @dataclass(frozen=True)
@@ -519,6 +574,9 @@ class FitConfig:
             if f.name == "source":
                 continue
             sec = getattr(self, f.name)
+            skip = ()
+            if f.name == "sampler":  # the other kind's keys would be an error when read back
+                skip = [k for kind, keys in SAMPLER_KIND_KEYS.items() if kind != sec.kind for k in keys]
             if f.name == "priors":
                 d = {}
                 for p in sec.entries:
@@ -527,7 +585,7 @@ class FitConfig:
             else:
                 d = {}
                 for k, v in dataclasses.asdict(sec).items():
-                    if v is None or (f.name == "data" and k in _IMAGE_ONLY_KEYS and not sec.is_image):
+                    if v is None or k in skip or (f.name == "data" and k in _IMAGE_ONLY_KEYS and not sec.is_image):
                         continue
                     d[k] = list(v) if isinstance(v, tuple) else v
             out[f.name] = d
@@ -652,9 +710,10 @@ _SECTION_KEYS = {
     "likelihood": ("kind", "sigma_scale", "overlap_weights"),
     "priors": tuple(TABLE1) + EXTRA_PARAMETER_NAMES,
     "map": ("n_starts", "screen_grid", "screen_sweeps", "adam_steps", "adam_lr", "lbfgs_steps"),
-    "sampler": ("chains", "seed", "device", "dtype", "burn_in_stages", "burn_in_steps", "step_sizes",
-                "n_step_trials", "step_trial_steps", "target_acceptance", "draws", "thin", "checkpoint_every",
-                "threads", "mass_matrix", "ridge_frac", "ridge_min"),
+    "sampler": ("kind", "chains", "seed", "device", "dtype", "target_acceptance", "draws", "checkpoint_every",
+                "threads", "ridge_frac", "ridge_min", "warmup", "max_tree_depth", "until_converged", "block_draws",
+                "max_draws", "max_wall_s", "burn_in_stages", "burn_in_steps", "step_sizes", "n_step_trials",
+                "step_trial_steps", "thin", "mass_matrix"),
     "output": ("dir", "figures", "vcirc_draws", "vcirc_n_radii"),
 }
 
@@ -818,6 +877,64 @@ def _image_grid_defaults(s, data, check_files):
     return cell, n_max, data
 
 
+def _sampler_config(s):
+    """``[sampler]``: the keys common to both kinds, then those of ``sampler.kind`` (the other kind's are an error)."""
+    kind = s.choice("kind", "nuts", tuple(SAMPLER_KIND_KEYS))
+    for other, keys in SAMPLER_KIND_KEYS.items():
+        for k in keys:
+            if other != kind and s.given(k):
+                raise ConfigError(f"sampler.{k}: applies to sampler.kind = \"{other}\" only, got it with "
+                                  f"kind = \"{kind}\"" + ("" if s.given("kind") else " (the default)"))
+    dev = s.string("device", "cpu")
+    _check_device(dev)
+    defaults = SAMPLER_DEFAULTS[kind]
+    draws = s.integer("draws", defaults["draws"], ge=1, what="an integer >= 1 [draws per chain]")
+    common = dict(
+        kind=kind, chains=s.integer("chains", 4, ge=2, what="an integer >= 2 (R-hat needs several chains)"),
+        seed=s.integer("seed", 0, ge=0), device=dev, dtype=s.choice("dtype", "float64", ("float64", "float32")),
+        target_acceptance=s.number("target_acceptance", defaults["target_acceptance"], gt=0, lt=1,
+                                   what="an acceptance in (0, 1)"),
+        draws=draws,
+        checkpoint_every=s.integer("checkpoint_every", 500, ge=0, what="an integer >= 0 [iterations] (0 = never)"),
+        ridge_frac=s.number("ridge_frac", 1e-3, ge=0), ridge_min=s.number("ridge_min", 1e-8, gt=0),
+        threads=s.integer("threads", 0, ge=0, what="an integer >= 0 (0 = torch's default)"))
+    if kind == "nuts":
+        max_draws = s.integer("max_draws", max(10000, draws), ge=draws,
+                              what=f"an integer >= sampler.draws = {draws} [draws per chain]")
+        return SamplerConfig(
+            **common, warmup=s.integer("warmup", 500, ge=20, what="an integer >= 20 [iterations per chain]"),
+            max_tree_depth=_int_in(s, "max_tree_depth", 10, 1, 15, "[trajectory doublings]"),
+            until_converged=s.boolean("until_converged", True),
+            block_draws=s.integer("block_draws", 250, ge=50, what="an integer >= 50 [draws per chain]"),
+            max_draws=max_draws,
+            max_wall_s=s.number("max_wall_s", 0.0, ge=0, what="a time >= 0 [s] (0 = no limit)"))
+    step_sizes = s.get("step_sizes", None)
+    if step_sizes is not None:
+        if not (isinstance(step_sizes, list) and step_sizes and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+                for x in step_sizes)):
+            raise ConfigError(f"sampler.step_sizes: expects a non-empty list of step sizes > 0, got {step_sizes!r}")
+        step_sizes = tuple(float(x) for x in step_sizes)
+        if s.given("n_step_trials") and s.raw["n_step_trials"] != len(step_sizes):
+            raise ConfigError(f"sampler.n_step_trials: expects len(sampler.step_sizes) = {len(step_sizes)} or "
+                              f"to be left out, got {s.raw['n_step_trials']!r}")
+    return SamplerConfig(
+        **common, until_converged=False,  # MALA runs its fixed schedule
+        burn_in_stages=s.integer("burn_in_stages", 3, ge=1), burn_in_steps=s.integer("burn_in_steps", 500, ge=1),
+        step_sizes=step_sizes,
+        n_step_trials=len(step_sizes) if step_sizes else s.integer("n_step_trials", 6, ge=1),
+        step_trial_steps=s.integer("step_trial_steps", 200, ge=1), thin=s.integer("thin", 1, ge=1),
+        mass_matrix=s.choice("mass_matrix", "fisher", ("fisher", "adaptive")))
+
+
+def _int_in(s, key, default, lo, hi, unit):
+    """An integer key in [lo, hi]."""
+    v = s.integer(key, default, ge=lo, what=f"an integer in {lo}..{hi} {unit}")
+    if v > hi:
+        s._fail(key, f"an integer in {lo}..{hi} {unit}", v)
+    return v
+
+
 def config_from_dict(raw, base_dir=".", source=None, *, check_files=True):
     """Validate a parsed TOML document and build a :class:`FitConfig`.
 
@@ -925,32 +1042,7 @@ def config_from_dict(raw, base_dir=".", source=None, *, check_files=True):
                      screen_sweeps=s.integer("screen_sweeps", 3, ge=0), adam_steps=s.integer("adam_steps", 300, ge=0),
                      adam_lr=s.number("adam_lr", 0.02, gt=0), lbfgs_steps=s.integer("lbfgs_steps", 50, ge=0))
 
-    s = sections["sampler"]
-    dev = s.string("device", "cpu")
-    _check_device(dev)
-    step_sizes = s.get("step_sizes", None)
-    if step_sizes is not None:
-        if not (isinstance(step_sizes, list) and step_sizes and all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
-                for x in step_sizes)):
-            raise ConfigError(f"sampler.step_sizes: expects a non-empty list of step sizes > 0, got {step_sizes!r}")
-        step_sizes = tuple(float(x) for x in step_sizes)
-        if s.given("n_step_trials") and s.raw["n_step_trials"] != len(step_sizes):
-            raise ConfigError(f"sampler.n_step_trials: expects len(sampler.step_sizes) = {len(step_sizes)} or "
-                              f"to be left out, got {s.raw['n_step_trials']!r}")
-    sampler = SamplerConfig(
-        chains=s.integer("chains", 4, ge=2, what="an integer >= 2 (R-hat needs several chains)"),
-        seed=s.integer("seed", 0, ge=0), device=dev, dtype=s.choice("dtype", "float64", ("float64", "float32")),
-        burn_in_stages=s.integer("burn_in_stages", 3, ge=1), burn_in_steps=s.integer("burn_in_steps", 500, ge=1),
-        step_sizes=step_sizes,
-        n_step_trials=len(step_sizes) if step_sizes else s.integer("n_step_trials", 6, ge=1),
-        step_trial_steps=s.integer("step_trial_steps", 200, ge=1),
-        target_acceptance=s.number("target_acceptance", 0.574, gt=0, lt=1),
-        draws=s.integer("draws", 2000, ge=1), thin=s.integer("thin", 1, ge=1),
-        checkpoint_every=s.integer("checkpoint_every", 500, ge=0, what="an integer >= 0 [steps] (0 = never)"),
-        mass_matrix=s.choice("mass_matrix", "fisher", ("fisher", "adaptive")),
-        ridge_frac=s.number("ridge_frac", 1e-3, ge=0), ridge_min=s.number("ridge_min", 1e-8, gt=0),
-        threads=s.integer("threads", 0, ge=0, what="an integer >= 0 (0 = torch's default)"))
+    sampler = _sampler_config(sections["sampler"])
 
     s = sections["output"]
     stem = Path(source).stem if source else "nuker_mge"

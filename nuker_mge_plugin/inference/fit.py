@@ -10,10 +10,15 @@ The stages, each a call into one module (seed paper sections 2.2-2.3, appendix C
 4. MAP: starts (the prior midpoint and prior draws) screened one parameter at a time across the
    prior box, then Adam and L-BFGS (optimize.py);
 5. the empirical Fisher matrix at the MAP as the first mass matrix (fisher.py);
-6. MALA: burn-in stages that recompute the Fisher matrix at the best point so far, a step-size
-   stage aiming at acceptance 0.574, then sampling, with atomic checkpoints and bitwise resume
-   (mala.py);
-7. results: posterior.nc (ArviZ), summary.json, figures (results.py, plots.py).
+6. the sampler (``[sampler] kind``), with atomic checkpoints and bitwise resume:
+   ``"nuts"`` (default): the No-U-Turn sampler started at the Fisher covariance, warm-up, then
+   blocks of draws until R-hat <= 1.01 and bulk and tail ESS >= 400 (or a draw or time limit;
+   sampling/nuts.py); ``"mala"``: the seed paper's appendix C, burn-in stages that recompute the
+   Fisher matrix at the best point so far, a step-size stage aiming at acceptance 0.574, then
+   sampling (mala.py);
+7. results: posterior.nc (ArviZ), summary.json, figures (results.py, plots.py), and the verdict:
+   one line saying whether the chains converged (a ``warning:`` line when not, also in
+   ``summary["warnings"]``; ``nuker-mge fit --strict`` exits with status 3 then).
 
 Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
 Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,
@@ -43,7 +48,7 @@ from .optimize import find_map, screen_starts
 from .parameters import ParameterSpace
 
 __all__ = ["FitProblem", "build_problem", "map_starts", "fit_map", "subpixel_warning", "discretisation_shift",
-           "run_fit"]
+           "mala_schedule", "nuts_settings", "sampler_messages", "run_fit"]
 
 
 @dataclass
@@ -370,7 +375,21 @@ def discretisation_message(check):
             f"model.cell_arcsec")
 
 
-def _schedule(s):
+def mala_schedule(s):
+    """The :class:`~.mala.MALASchedule` of a ``[sampler]`` section (:class:`~.config.SamplerConfig`).
+
+    Parameters
+    ----------
+    s : SamplerConfig
+        Its MALA keys: ``burn_in_stages`` x ``burn_in_steps`` burn-in steps, the step sizes tried
+        (``step_sizes``, or ``n_step_trials`` of them log-spaced in [0.5, 2] times the adapted
+        step [unconstrained units]) for ``step_trial_steps`` steps each, ``draws``, ``thin``,
+        ``target_acceptance``, ``mass_matrix``.
+
+    Returns
+    -------
+    MALASchedule
+    """
     if s.step_sizes:
         steps = tuple(s.step_sizes)
     else:
@@ -378,6 +397,112 @@ def _schedule(s):
     return MALASchedule(burn_in=(s.burn_in_steps,) * s.burn_in_stages, step_sizes=steps,
                         step_size_steps=s.step_trial_steps, n_draws=s.draws, thin=s.thin,
                         target_accept=s.target_acceptance, adapt_mass_matrix=s.mass_matrix == "adaptive")
+
+
+#: The old private name (validation scripts import it).
+_schedule = mala_schedule
+
+
+def nuts_settings(s):
+    """The ``sampling.nuts.NUTSSettings`` of a ``[sampler]`` section with ``kind = "nuts"``.
+
+    Parameters
+    ----------
+    s : SamplerConfig
+        Its NUTS keys: ``warmup`` [iterations per chain], ``draws`` (the first block) [draws per
+        chain], ``target_acceptance``, ``max_tree_depth`` [doublings], ``until_converged``,
+        ``block_draws``, ``max_draws`` [draws per chain], ``max_wall_s`` [s] (0 = no limit).
+
+    Returns
+    -------
+    NUTSSettings
+    """
+    from ..sampling.nuts import NUTSSettings
+    return NUTSSettings(warmup=s.warmup, draws=s.draws, target_accept=s.target_acceptance,
+                        max_tree_depth=s.max_tree_depth, until_converged=s.until_converged,
+                        block_draws=s.block_draws, max_draws=s.max_draws, max_wall_s=s.max_wall_s or None)
+
+
+def _run_sampler(prob, z_start, fish, out, *, resume, progress):
+    """The ``[sampler] kind`` of the fit from ``z_start`` (C, d) with the Fisher result ``fish`` at the MAP."""
+    s, space = prob.config.sampler, prob.space
+    dev, dt = prob.model.device, prob.model.dtype
+    common = dict(transform=space.constrain, names=space.free_names, seed=s.seed, checkpoint_dir=out / "chains",
+                  resume=resume,
+                  checkpoint_every=s.checkpoint_every or 2 ** 62,  # 0 = never: only the finished run is written
+                  progress=progress)
+    mass = torch.as_tensor(fish.covariance, dtype=dt, device=dev)
+    if s.kind == "mala":
+        return run_mala(prob.logp_and_grad, z_start, schedule=mala_schedule(s), mass_matrix=mass,
+                        mass_matrix_fn=lambda zb: prob.fisher(torch.as_tensor(zb, dtype=dt, device=dev)), **common)
+    from ..sampling.nuts import run_nuts
+    return run_nuts(prob.logp_and_grad, z_start, settings=nuts_settings(s), mass_matrix=mass, **common)
+
+
+def _sampler_line(s):
+    """What the sampler of ``[sampler]`` will do, in one line (for the log)."""
+    if s.kind == "mala":
+        return (f"Fisher-MALA, {s.chains} chains: {s.burn_in_stages} x {s.burn_in_steps} burn-in steps, "
+                f"{s.n_step_trials} step-size trials of {s.step_trial_steps}, {s.draws} draws per chain")
+    more = (f", then blocks of {s.block_draws} until converged (at most {s.max_draws} draws per chain"
+            + (f" or {s.max_wall_s:g} s" if s.max_wall_s else "") + ")") if s.until_converged else \
+        " (until_converged = false: not checked for convergence while sampling)"
+    return (f"NUTS, {s.chains} chains: {s.warmup} warm-up iterations, {s.draws} draws per chain{more}; "
+            f"target acceptance {s.target_acceptance:g}, max tree depth {s.max_tree_depth}")
+
+
+def _stopped_text(stopped, s, n_draws):
+    """Why the sampling stopped, for the warning line of an unconverged fit."""
+    if stopped == "max_wall_s":
+        return f"Sampling stopped at sampler.max_wall_s = {s.max_wall_s:g} s after {n_draws} draws per chain."
+    if stopped == "max_draws":
+        return f"Sampling stopped at sampler.max_draws = {s.max_draws} draws per chain."
+    if s.kind == "nuts" and not s.until_converged:
+        return f"Sampling stopped after sampler.draws = {n_draws} per chain (sampler.until_converged = false)."
+    return (f"Sampling stopped after {n_draws} draws per chain (kind = \"mala\" runs its fixed schedule: raise "
+            f"sampler.draws, or use kind = \"nuts\", which draws until converged).")
+
+
+def sampler_messages(report, s, *, n_draws, stopped="draws", divergences_per_chain=None):
+    """The verdict lines of a finished sampler run: convergence, and NUTS's divergences.
+
+    Parameters
+    ----------
+    report : dict
+        ``sampling.diagnostics.convergence(draws)`` of the run's draws.
+    s : SamplerConfig
+    n_draws : int
+        Draws per chain of the run.
+    stopped : str
+        Why the sampling stopped: ``"converged"``, ``"max_draws"``, ``"max_wall_s"`` or
+        ``"draws"`` (the configured number; MALA always).
+    divergences_per_chain : sequence of int, optional
+        NUTS's divergent transitions after warm-up, per chain.
+
+    Returns
+    -------
+    (str or None, list of str)
+        The information line of a converged run (None when not converged), and the ``warning:``
+        lines: one when the chains have not converged (R-hat > 1.01 or bulk / tail ESS < 400 for
+        some parameter; it names the worst and why the sampling stopped), one when there were
+        divergent transitions (their count per chain).
+    """
+    from ..sampling.diagnostics import convergence_message
+
+    warnings = []
+    info = None
+    if report["converged"]:
+        info = (f"converged: {report['criteria']} (max R-hat {report['max_r_hat']:.4f}, min bulk ESS "
+                f"{report['min_ess_bulk']:.0f}, min tail ESS {report['min_ess_tail']:.0f}, {n_draws} draws per chain)")
+    else:
+        warnings.append(f"{convergence_message(report)} {_stopped_text(stopped, s, n_draws)}")
+    per = [int(x) for x in (divergences_per_chain or [])]
+    if sum(per):
+        warnings.append(f"warning: {sum(per)} divergent NUTS transitions after warm-up (per chain: "
+                        f"{', '.join(map(str, per))}): the sampler cannot follow part of the posterior and the "
+                        f"intervals may be biased; set sampler.target_acceptance closer to 1 (now "
+                        f"{s.target_acceptance:g}) or reparametrise")
+    return info, warnings
 
 
 def _atomic_json(path, obj):
@@ -389,6 +514,10 @@ def _atomic_json(path, obj):
 
 def run_fit(cfg, out_dir=None, *, resume=False, progress=True, log=print):
     """Run the whole fit of a :class:`FitConfig`; returns the summary dict (also ``summary.json``).
+
+    ``summary["diagnostics"]["converged"]`` says whether the chains converged (R-hat <= 1.01, bulk
+    and tail ESS >= 400 for every free parameter); the last lines logged say so too, a ``warning:``
+    line when they did not (also in ``summary["warnings"]``).
 
     ``out_dir`` defaults to the configuration's ``output.dir``. With ``resume=True`` a killed run
     continues from its checkpoints (the MAP and first Fisher matrix are read back, the chains
@@ -438,19 +567,13 @@ def run_fit(cfg, out_dir=None, *, resume=False, progress=True, log=print):
     # chains start around the MAP, dispersed by a fraction of the Fisher width (R-hat needs it)
     xi = torch.randn((C, space.n_free), generator=gen, dtype=torch.float64).to(dev, dt)
     z_start = z_map[None] + 0.5 * xi @ torch.as_tensor(fish.cholesky, dtype=dt, device=dev).T
-    t_mala = time.perf_counter()
-    res = run_mala(prob.logp_and_grad, z_start, schedule=_schedule(cfg.sampler),
-                   mass_matrix=torch.as_tensor(fish.covariance, dtype=dt, device=dev),
-                   mass_matrix_fn=lambda zb: prob.fisher(torch.as_tensor(zb, dtype=dt, device=dev)),
-                   transform=space.constrain, names=space.free_names, seed=cfg.sampler.seed,
-                   checkpoint_dir=out / "chains", resume=resume,
-                   # 0 = never: only the finished run is written
-                   checkpoint_every=cfg.sampler.checkpoint_every or 2 ** 62,
-                   progress=progress)
+    log(f"sampler: {_sampler_line(cfg.sampler)}")
+    t_sample = time.perf_counter()
+    res = _run_sampler(prob, z_start, fish, out, resume=resume, progress=progress)
     # the fit's compute time across resumed calls: the MAP's (read back or made here), the sampler's
     # (its checkpoints carry what earlier calls spent) and this call's set-up and Fisher matrix
-    t_mala = time.perf_counter() - t_mala
-    setup = time.perf_counter() - t0 - t_mala - (m["wall_time_s"] if map_this_call else 0.0)
+    t_sample = time.perf_counter() - t_sample
+    setup = time.perf_counter() - t0 - t_sample - (m["wall_time_s"] if map_this_call else 0.0)
     wall = m["wall_time_s"] + float(res.wall_time) + setup
     return write_fit_results(prob, res, out, map_info=m, wall_time_s=wall, log=log)
 
@@ -471,7 +594,14 @@ def _fmt(x, spec):
 
 def write_fit_results(prob, res, out, *, map_info, wall_time_s, log=print):
     """posterior.nc, summary.json, figures, the standard products (FITS cubes, moment maps, PV
-    diagram, results.ecsv); prints log10 M_BH with its 68% interval beside the truth."""
+    diagram, results.ecsv); prints log10 M_BH with its 68% interval beside the truth, then the
+    verdict (:func:`sampler_messages`): a line saying the chains converged, or a ``warning:`` line.
+
+    ``res`` is the sampler's result (MALAResult, or run_nuts's HamiltonianResult: ``draws()``, ``sample_stats()``,
+    ``traces()``, ``n_grad_evals``, ``n_nonfinite_total``, ``step_size``; NUTS also
+    ``n_divergent``, ``divergences_per_chain``, ``stopped``). summary.json gains ``sampler``
+    (kind, n_grad_evals, step_size, n_divergent, divergences_per_chain (NUTS), stopped,
+    draws_per_chain) and ``warnings`` (every ``warning:`` line of the fit)."""
     from .plots import dirty_image
     from .results import write_results
 
@@ -505,10 +635,26 @@ def write_fit_results(prob, res, out, *, map_info, wall_time_s, log=print):
     thin = {k: np.asarray(v).reshape(-1)[:: max(1, np.asarray(v).size // 200)] for k, v in draws.items()}
     comps = dict(stars=_vcirc_fn(prob, with_bh=False)(thin, radius))
     truth = {k: v for k, v in prob.truth.items() if k in space.free_names} or None
+    # the verdict before summary.json is written, so that its warnings are in it
+    from ..sampling.diagnostics import convergence
+    from .results import validate_draws
+    report = convergence(validate_draws(draws)[0])
+    n_draws = int(np.shape(next(iter(draws.values())))[1])
+    stopped = str(getattr(res, "stopped", "draws"))  # MALA: its fixed number of draws
+    per_chain = getattr(res, "divergences_per_chain", None)
+    verdict, sampler_warnings = sampler_messages(report, cfg.sampler, n_draws=n_draws, stopped=stopped,
+                                                 divergences_per_chain=per_chain)
+    n_div = getattr(res, "n_divergent", None)
+    sampler = dict(kind=cfg.sampler.kind, n_grad_evals=int(res.n_grad_evals), step_size=float(res.step_size),
+                   n_divergent=None if n_div is None else int(n_div), stopped=stopped, draws_per_chain=n_draws)
+    if per_chain is not None:
+        sampler["divergences_per_chain"] = [int(x) for x in per_chain]
     extra = dict(map=map_info, gridding=prob.gridded.report, n_cells=prob.cells.n_cells,
                  likelihood=cfg.likelihood.kind, backend=cfg.model.backend, device=str(prob.model.device),
                  n_grad_evals=int(res.n_grad_evals), nonfinite_proposals=int(res.n_nonfinite_total),
-                 step_size=float(res.step_size))
+                 step_size=float(res.step_size), sampler=sampler,
+                 # every warning of the fit: the MAP's (sub-pixel sampling) and the sampler's
+                 warnings=list((map_info or {}).get("warnings") or []) + sampler_warnings)
     paths = write_results(out, draws, res.sample_stats(), priors=space.bounds, vcirc=_vcirc_fn(prob),
                           radius_arcsec=radius, vcirc_components=comps, truth=truth, wall_time_s=wall_time_s,
                           traces=res.traces(), maps=maps, config=cfg, figures=cfg.output.figures, extra=extra,
@@ -534,4 +680,7 @@ def write_fit_results(prob, res, out, *, map_info, wall_time_s, log=print):
     dg = s["diagnostics"]
     log(f"max R-hat {_fmt(dg['max_r_hat'], '.3f')}, min bulk ESS {_fmt(dg['min_ess_bulk'], '.0f')}, "
         f"acceptance {_fmt(s['acceptance'], '.3f')}, wall time {wall_time_s:.0f} s; wrote {out}")
+    # the verdict last, where it is seen: one line either way (and one per further warning)
+    for line in filter(None, [verdict, *sampler_warnings]):
+        log(line)
     return s

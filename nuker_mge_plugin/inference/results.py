@@ -5,8 +5,10 @@ Inputs are plain arrays, so that this module knows nothing about the sampler or 
 * ``draws``: ``name -> (chains, draws)`` array of every free parameter, in constrained units
   (``config.TABLE1``'s);
 * ``sample_stats``: ``logp`` (chains, draws) [log posterior density, nats, up to a constant],
-  ``accepted`` (chains, draws) bool, ``step_size`` scalar, (chains,) or (chains, draws)
-  [unconstrained units]; further (chains, draws) arrays are passed through to the file.
+  ``step_size`` scalar, (chains,) or (chains, draws) [unconstrained units], and ``accepted``
+  (chains, draws) bool (MALA) or ``acceptance_rate`` (chains, draws) in [0, 1] (NUTS: the mean
+  Metropolis acceptance statistic of each trajectory); further (chains, draws) arrays
+  (``diverging``, ``tree_depth``, ``n_leapfrog``, ``energy`` of NUTS) are passed through to the file.
 
 Diagnostics (computed here, in numpy, so that their definition does not change with the ArviZ
 version; tests/test_inference_results.py checks them against ArviZ 0.23):
@@ -18,7 +20,10 @@ version; tests/test_inference_results.py checks them against ArviZ 0.23):
   initial-monotone-sequence truncation of the autocorrelations;
 * ``hdi_68``, ``hdi_997``: highest-density intervals (the shortest interval holding that
   fraction of the pooled draws) of probability 0.68 and 0.997 -- named explicitly because the
-  default interval differs between ArviZ versions (0.23: 94% HDI; 1.x: 89% equal-tailed).
+  default interval differs between ArviZ versions (0.23: 94% HDI; 1.x: 89% equal-tailed);
+* ``diagnostics.converged``: :func:`~nuker_mge_plugin.sampling.diagnostics.convergence` with the
+  thresholds careful users apply: R-hat <= 1.01 and bulk and tail ESS >= 400 for every free
+  parameter (:data:`CONVERGED_RHAT`, :data:`CONVERGED_ESS`).
 
 The netCDF file is written from ``xarray.DataTree.from_dict({"posterior": ds, "sample_stats": ds2})``
 with the h5netcdf engine: ``arviz.from_netcdf`` opens it in 0.23 (an ``InferenceData``) and in 1.x
@@ -37,19 +42,21 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
-from scipy.fft import next_fast_len
 
-from ..sampling.diagnostics import ess_bulk, ess_tail, rhat
+from ..sampling.diagnostics import ESS_MIN, RHAT_MAX, convergence, ess_bulk, ess_tail, rhat
 from .config import TABLE1
 
 __all__ = ["validate_draws", "rhat", "ess_bulk", "ess_tail", "hdi", "thin_draws", "vcirc_band", "at_bound",
            "summarize", "write_summary_json", "write_posterior_netcdf", "read_posterior_netcdf", "write_results",
            "CONVERGED_RHAT", "CONVERGED_ESS"]
 
-#: Convergence thresholds of ``summary["diagnostics"]["converged"]``: R-hat < 1.05 and ESS >= 200.
-CONVERGED_RHAT = 1.05
-CONVERGED_ESS = 200.0
+#: Convergence thresholds of ``summary["diagnostics"]["converged"]``: R-hat <= 1.01 and bulk and tail
+#: ESS >= 400 for every free parameter (aliases of ``sampling.diagnostics.RHAT_MAX`` and ``ESS_MIN``).
+CONVERGED_RHAT = RHAT_MAX
+CONVERGED_ESS = ESS_MIN
+
+#: Sample stats that hold booleans (netCDF stores them as 0/1 int8; read back as bool).
+_BOOL_STATS = ("accepted", "diverging")
 
 
 # ---------------------------------------------------------------------------- input checks
@@ -61,8 +68,9 @@ def validate_draws(draws, sample_stats=None):
     draws : mapping
         ``name -> (chains, draws)`` array, all of one shape, finite [parameter units].
     sample_stats : mapping, optional
-        ``logp`` (chains, draws) [nats], ``accepted`` (chains, draws) bool, ``step_size`` scalar,
-        (chains,) or (chains, draws); other entries must be (chains, draws).
+        ``logp`` (chains, draws) [nats], ``step_size`` scalar, (chains,) or (chains, draws)
+        [unconstrained units], and ``accepted`` (chains, draws) bool or ``acceptance_rate``
+        (chains, draws) in [0, 1]; other entries must be (chains, draws).
 
     Returns
     -------
@@ -96,10 +104,12 @@ def validate_draws(draws, sample_stats=None):
     if sample_stats is None:
         return out, None
     if not isinstance(sample_stats, Mapping):
-        raise ValueError("sample_stats: expects a mapping with logp, accepted, step_size")
-    missing = [k for k in ("logp", "accepted", "step_size") if k not in sample_stats]
+        raise ValueError("sample_stats: expects a mapping with logp, step_size, accepted or acceptance_rate")
+    missing = [k for k in ("logp", "step_size") if k not in sample_stats]
+    if "accepted" not in sample_stats and "acceptance_rate" not in sample_stats:
+        missing.append("accepted or acceptance_rate")
     if missing:
-        raise ValueError(f"sample_stats: missing {missing} (need logp, accepted, step_size)")
+        raise ValueError(f"sample_stats: missing {missing} (need logp, step_size, accepted or acceptance_rate)")
     ss = {}
     for k, a in sample_stats.items():
         a = np.asarray(a)
@@ -114,7 +124,7 @@ def validate_draws(draws, sample_stats=None):
                                  f"got shape {np.shape(sample_stats[k])}") from None
         elif a.shape != shape:
             raise ValueError(f"sample_stats[{k!r}]: expects shape {shape} (chains, draws), got {a.shape}")
-        if k == "accepted":
+        if k in _BOOL_STATS:
             a = a.astype(bool)
         ss[str(k)] = a
     return out, ss
@@ -234,8 +244,8 @@ def at_bound(draws, priors, *, density_ratio=0.5, min_excess=2.0, width=0.01):
     return out
 
 
-def _param_summary(x):
-    rh, eb, et = rhat(x), ess_bulk(x), ess_tail(x)
+def _param_summary(x, rh, eb, et):
+    """Moments, intervals and the given R-hat and bulk / tail ESS of one parameter's (chains, draws)."""
     std = float(x.std(ddof=1))
     return dict(mean=float(x.mean()), std=std, median=float(np.median(x)), hdi_68=hdi(x, 0.68),
                 hdi_997=hdi(x, 0.997), r_hat=rh, ess_bulk=eb, ess_tail=et,
@@ -255,8 +265,9 @@ def summarize(draws, sample_stats, *, priors=None, vcirc=None, radius_arcsec=Non
     draws : mapping name -> (chains, draws) array
         Posterior draws of every free parameter [parameter units].
     sample_stats : mapping
-        ``logp`` (chains, draws) [nats], ``accepted`` (chains, draws) bool, ``step_size``
-        scalar / (chains,) / (chains, draws) (see :func:`validate_draws`).
+        ``logp`` (chains, draws) [nats], ``step_size`` scalar / (chains,) / (chains, draws), and
+        ``accepted`` (chains, draws) bool or ``acceptance_rate`` (chains, draws) (see
+        :func:`validate_draws`).
     priors : mapping name -> (low, high), optional
         Prior ranges of the free parameters, for ``at_bound`` (e.g. ``cfg.priors.ranges``).
     vcirc : (n_draws, n_radii) array or callable, optional
@@ -281,22 +292,26 @@ def summarize(draws, sample_stats, *, priors=None, vcirc=None, radius_arcsec=Non
     dict
         ``parameters: {name: {unit, mean, std, median, hdi_68: [lo, hi], hdi_997: [lo, hi], r_hat,
         ess_bulk, ess_tail, mcse_mean}}``, ``vcirc: {radius_arcsec, median, p16, p84, n_draws}``
-        (if given), ``acceptance`` (overall fraction), ``acceptance_per_chain``, ``step_size``
+        (if given), ``acceptance`` (overall fraction of accepted proposals, or the mean
+        ``acceptance_rate`` where there is no ``accepted``), ``acceptance_per_chain``, ``step_size``
         (the value, or the mean if it varies), ``step_size_per_chain``, ``chains``, ``draws`` (per
         chain), ``wall_time_s`` (None if not given), ``truth`` (if given: ``{name: {value,
         z = (value - mean) / std, in_hdi_68, in_hdi_997}}``, only ``value`` for names without
         draws), ``at_bound`` (:func:`at_bound`; {} without priors),
         ``diagnostics: {min_ess_bulk, min_ess_tail, min_ess, max_r_hat, worst_r_hat, worst_ess,
-        converged, criteria}``. Plain Python floats/ints/bools/lists; non-finite numbers (e.g.
-        R-hat of a constant parameter) become None.
+        converged, failing, criteria, r_hat_max, ess_min}``: ``converged`` is R-hat <= 1.01 and bulk
+        and tail ESS >= 400 for every parameter, ``failing`` the names that miss it (worst R-hat
+        first; :func:`~nuker_mge_plugin.sampling.diagnostics.convergence`). Plain Python
+        floats/ints/bools/lists; non-finite numbers (e.g. R-hat of a constant parameter) become None.
     """
     d, ss = validate_draws(draws, sample_stats)
     chains, n = next(iter(d.values())).shape
+    report = convergence(d)
     params = {}
     for name, x in d.items():
-        p = _param_summary(x)
+        p = _param_summary(x, report["r_hat"][name], report["ess_bulk"][name], report["ess_tail"][name])
         params[name] = dict(unit=TABLE1[name][2] if name in TABLE1 else "", **p)
-    acc = ss["accepted"]
+    acc = ss["accepted"] if "accepted" in ss else np.asarray(ss["acceptance_rate"], dtype=np.float64)
     out = dict(parameters=params, acceptance=float(acc.mean()), acceptance_per_chain=acc.mean(axis=1).tolist(),
                step_size=_one_or_mean(ss["step_size"]), step_size_per_chain=ss["step_size"].mean(axis=1).tolist(),
                chains=int(chains), draws=int(n),
@@ -321,17 +336,15 @@ def summarize(draws, sample_stats, *, priors=None, vcirc=None, radius_arcsec=Non
     out["at_bound"] = at_bound(d, priors) if priors is not None else {}
     rh = {k: p["r_hat"] for k, p in params.items()}
     es = {k: min(p["ess_bulk"], p["ess_tail"]) for k, p in params.items()}
-    # NaN (a constant parameter) never counts as converged
+    # NaN (a constant parameter: never converged) is the worst value
     worst_r = max(rh, key=lambda k: math.inf if math.isnan(rh[k]) else rh[k])
     worst_e = min(es, key=lambda k: -math.inf if math.isnan(es[k]) else es[k])
-    converged = all(not math.isnan(v) and v < CONVERGED_RHAT for v in rh.values()) and \
-        all(not math.isnan(v) and v >= CONVERGED_ESS for v in es.values())
     out["diagnostics"] = dict(
         min_ess_bulk=min(p["ess_bulk"] for p in params.values()),
         min_ess_tail=min(p["ess_tail"] for p in params.values()),
         min_ess=es[worst_e], max_r_hat=rh[worst_r], worst_r_hat=worst_r, worst_ess=worst_e,
-        converged=bool(converged),
-        criteria=f"r_hat < {CONVERGED_RHAT:g} and min(ess_bulk, ess_tail) >= {CONVERGED_ESS:g} for every parameter")
+        converged=bool(report["converged"]), failing=list(report["failing"]), criteria=report["criteria"],
+        r_hat_max=CONVERGED_RHAT, ess_min=CONVERGED_ESS)
     if extra:
         out.update(extra)
     return _plain(out)
@@ -394,8 +407,10 @@ def write_posterior_netcdf(path, draws, sample_stats, *, units=None, attrs=None)
     draws : mapping name -> (chains, draws) array
         Free parameters [parameter units].
     sample_stats : mapping
-        ``logp`` (written as ``lp`` [nats]), ``accepted`` bool, ``step_size`` (broadcast to
-        (chains, draws)), and any further (chains, draws) arrays, written under their own names.
+        ``logp`` (written as ``lp`` [nats]), ``step_size`` (broadcast to (chains, draws)),
+        ``accepted`` or ``acceptance_rate``, and any further (chains, draws) arrays (e.g. NUTS's
+        ``diverging``, ``tree_depth``, ``n_leapfrog``, ``energy``: ArviZ's names except the last
+        but one), written under their own names; booleans as 0/1.
     units : mapping name -> str, optional
         Units of the draws; default ``config.TABLE1``'s, "" for other names.
     attrs : mapping, optional
@@ -420,7 +435,12 @@ def write_posterior_netcdf(path, draws, sample_stats, *, units=None, attrs=None)
          for k, v in d.items()}, coords=coords)
     stat_attrs = {"lp": {"units": "nats", "long_name": "log posterior density (up to a constant)"},
                   "accepted": {"units": "", "long_name": "proposal accepted"},
-                  "step_size": {"units": "unconstrained", "long_name": "MALA step size"}}
+                  "step_size": {"units": "unconstrained", "long_name": "sampler step size"},
+                  "acceptance_rate": {"units": "", "long_name": "mean Metropolis acceptance statistic"},
+                  "diverging": {"units": "", "long_name": "divergent trajectory"},
+                  "tree_depth": {"units": "", "long_name": "NUTS trajectory doublings"},
+                  "n_leapfrog": {"units": "", "long_name": "leapfrog steps (gradient evaluations)"},
+                  "energy": {"units": "nats", "long_name": "Hamiltonian at the draw"}}
     sd = {}
     for k, v in ss.items():
         name = "lp" if k == "logp" else k
@@ -444,8 +464,9 @@ def read_posterior_netcdf(path):
     Returns
     -------
     (dict, dict, dict)
-        draws ``name -> (chains, draws)``, sample stats (``logp`` [nats], ``accepted`` bool,
-        ``step_size`` and any others, (chains, draws)), and the posterior group's attributes.
+        draws ``name -> (chains, draws)``, sample stats (``logp`` [nats], ``accepted`` /
+        ``diverging`` bool where written, ``step_size`` and any others, (chains, draws)), and the
+        posterior group's attributes.
     """
     import xarray as xr
 
@@ -456,8 +477,9 @@ def read_posterior_netcdf(path):
         ss = {("logp" if k == "lp" else k): np.asarray(st[k].transpose("chain", "draw").values)
               for k in st.data_vars}
         attrs = dict(post.attrs)
-    if "accepted" in ss:
-        ss["accepted"] = ss["accepted"].astype(bool)
+    for k in _BOOL_STATS:
+        if k in ss:
+            ss[k] = ss[k].astype(bool)
     return draws, ss, attrs
 
 
