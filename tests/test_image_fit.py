@@ -34,7 +34,7 @@ def _config(path, tmp_path, **sampler):
     raw = {"data": {"path": str(path), "linefree_channels": [0, 1, 10, 11]}, "galaxy": {"distance_mpc": 11.4},
            "model": {"nsub": 2}, "priors": {**{k: TRUTH[k] for k in FIXED}, "pa": [200.0, 290.0]},
            "map": {"n_starts": 1, "screen_grid": 6, "screen_sweeps": 1, "adam_steps": 20, "lbfgs_steps": 5},
-           "sampler": {"chains": 2, "seed": 3, "threads": 1, "burn_in_stages": 1, "burn_in_steps": 10,
+           "sampler": {"kind": "mala", "chains": 2, "seed": 3, "threads": 1, "burn_in_stages": 1, "burn_in_steps": 10,
                        "n_step_trials": 2, "step_trial_steps": 5, "draws": 20, "checkpoint_every": 0, **sampler},
            "output": {"dir": str(tmp_path / "out"), "figures": False}}
     return config_from_dict(raw)

@@ -68,8 +68,9 @@ def fit_config(obs_path, likelihood, seed):
     # The mass matrix adapts to the burn-in draws: these posteriors are curved (log10 M_BH against the
     # stellar cusp gamma and intensity_rb) and piled at prior bounds, where the Fisher matrix at one
     # point is off by ~10x in variance both ways (R-hat 1.6-2.4 with it alone).
-    fit["sampler"].update(chains=4, seed=seed, threads=0, burn_in_stages=4, burn_in_steps=150, n_step_trials=5,
-                          step_trial_steps=40, draws=1000, checkpoint_every=250, mass_matrix="adaptive")
+    fit["sampler"] = dict(kind="mala", chains=4, seed=seed, threads=0, burn_in_stages=4, burn_in_steps=150,
+                          n_step_trials=5, step_trial_steps=40, draws=1000, checkpoint_every=250,
+                          mass_matrix="adaptive")
     fit["output"] = {"figures": False}
     return fit
 

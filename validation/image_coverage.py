@@ -64,7 +64,7 @@ def fit_config(path, out=None, rms=None):
            "galaxy": {"distance_mpc": 11.4},
            "model": {"nsub": 3}, "priors": {**{k: TRUTH[k] for k in FIXED}, "pa": [200.0, 290.0],
                                             "inclination": [60.0, 89.0]},
-           "sampler": {"chains": 4, "seed": 3, "threads": 1, "burn_in_stages": 2, "burn_in_steps": 150,
+           "sampler": {"kind": "mala", "chains": 4, "seed": 3, "threads": 1, "burn_in_stages": 2, "burn_in_steps": 150,
                        "n_step_trials": 4, "step_trial_steps": 60, "draws": 400, "checkpoint_every": 0},
            "map": {"n_starts": 2}, "output": {"figures": False}}
     if out is not None:

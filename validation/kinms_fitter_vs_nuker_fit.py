@@ -107,8 +107,8 @@ def image_route_config(path, nsub, quick=False):
                       "inclination": [65.0, 89.0], "pa": [200.0, 290.0], "line_broadening": [1.0, 30.0],
                       "break_r": t["break_r"], "alpha": t["alpha"], "gamma_minus_beta": t["gamma_minus_beta"],
                       "qintr": t["qintr"]},
-           "map": {"n_starts": 2}, "sampler": {"chains": 4, "seed": 5, "threads": 1, "checkpoint_every": 0,
-                                               **schedule},
+           "map": {"n_starts": 2}, "sampler": {"kind": "mala", "chains": 4, "seed": 5, "threads": 1,
+                                               "checkpoint_every": 0, **schedule},
            "output": {"figures": False}}
 
 

@@ -60,6 +60,9 @@ def main(argv=None):
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     fit = demo_fit_config(out)
+    # the demo's appendix-C schedule as it was measured (the example now runs NUTS)
+    fit["sampler"] = dict(kind="mala", chains=4, seed=7, threads=1, burn_in_stages=2, burn_in_steps=150,
+                          n_step_trials=4, step_trial_steps=40, draws=600)
     if a.draws:
         fit["sampler"]["draws"] = a.draws
     cfg = config_from_dict(fit, base_dir=str(out), source=str(out / "fit.toml"))
