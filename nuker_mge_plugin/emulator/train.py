@@ -340,7 +340,7 @@ def _load_weights(path, device, dtype):
 
 def train(cfg, progress=True):
     """Train (or resume) an emulator as described by ``cfg`` (see ``add_cli``); returns the log dict."""
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
@@ -372,7 +372,7 @@ def train(cfg, progress=True):
     eval_every = max(1, total // max(1, cfg["n_evals"]))
     log_every = max(1, min(100, total // 500))
 
-    bar = tqdm(total=total, initial=trainer.step, disable=not progress, dynamic_ncols=True,
+    bar = progress_bar(total=total, initial=trainer.step, disable=not progress, dynamic_ncols=True,
                mininterval=cfg.get("tqdm_interval", 1.0), desc="train", file=sys.stdout)
     acc = {"loss": 0.0, "mse": 0.0, "mass": 0.0, "max": 0.0}
     n_acc, last_ckpt, stopped_early = 0, time.perf_counter(), False

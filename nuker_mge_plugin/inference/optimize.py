@@ -18,7 +18,7 @@ import math
 import time
 
 import torch
-from tqdm.auto import tqdm
+from .._progress import progress_bar
 
 __all__ = ["SCREEN_ORDER", "screen_starts", "find_map"]
 
@@ -77,7 +77,7 @@ def screen_starts(log_prob, space, theta0, *, n_grid=24, sweeps=3, progress=True
 
     best = evaluate(theta)
     n_evals = S
-    bar = tqdm(total=sweeps * len(order), desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(total=sweeps * len(order), desc=desc, disable=not progress, leave=False)
     for sweep in range(sweeps):
         for name in order:
             k = names.index(name)
@@ -134,7 +134,7 @@ def find_map(log_prob, z0, *, adam_steps=300, adam_lr=0.05, lbfgs_steps=100, pro
     best = torch.full((z.shape[0],), -math.inf, dtype=torch.float64, device=z.device)
     best_z = z.detach().clone()
     n_evals = 0
-    bar = tqdm(range(adam_steps), desc=f"{desc} (Adam, {z.shape[0]} starts)", disable=not progress, leave=False)
+    bar = progress_bar(range(adam_steps), desc=f"{desc} (Adam, {z.shape[0]} starts)", disable=not progress, leave=False)
     for _ in bar:
         opt.zero_grad()
         lp = log_prob(z)

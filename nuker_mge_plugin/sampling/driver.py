@@ -32,6 +32,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .._progress import progress_bar
 from . import adaptation as ad
 from .backend import ChainStore
 from .diagnostics import ESS_MIN, RHAT_MAX, convergence
@@ -430,9 +431,8 @@ def run_hamiltonian(kernel, logp_and_grad, z0, *, settings=None, n_chains=None, 
         run.planned += min(settings.block_draws, settings.max_draws - n_draws)
         return None
 
-    from tqdm.auto import tqdm  # only the loop needs it
     t0, wall0 = time.perf_counter(), run.wall_time
-    pbar = tqdm(total=run.planned, initial=run.iteration, disable=not progress, dynamic_ncols=True, leave=True)
+    pbar = progress_bar(total=run.planned, initial=run.iteration, disable=not progress, dynamic_ncols=True, leave=True)
     n_div = 0
     try:
         while run.stopped is None:
