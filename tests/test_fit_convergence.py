@@ -225,3 +225,18 @@ def test_quick_nuts_fit_end_to_end(mock_dir, tmp_path):
     _, ss, _ = read_posterior_netcdf(tmp_path / "fit" / "posterior.nc")
     assert {"logp", "step_size", "acceptance_rate", "diverging", "tree_depth"} <= set(ss)
     assert ss["diverging"].dtype == bool and ss["logp"].shape == (2, 20)
+
+
+def test_quick_nuts_fit_in_the_prior_box(mock_dir, tmp_path):
+    # space = "box": draws inside the prior bounds, the same summary as in logit coordinates
+    cfg = _quick_config(mock_dir, tmp_path / "fit", "nuts", warmup=30, draws=20, until_converged=False,
+                        max_tree_depth=5, checkpoint_every=10, space="box")
+    lines = []
+    s = fit.run_fit(cfg, progress=False, log=lines.append)
+    assert any("in the prior box, reflecting off its walls" in ln for ln in lines)
+    assert s["sampler"]["kind"] == "nuts" and s["draws"] == 20
+    from nuker_mge_plugin.inference.results import read_posterior_netcdf
+    draws, _, _ = read_posterior_netcdf(tmp_path / "fit" / "posterior.nc")
+    lm, pa = draws["log10_mbh"], draws["pa"]
+    assert 6.0 <= lm.min() and lm.max() <= 9.79934 and lm.std() > 0
+    assert 200.0 <= pa.min() and pa.max() <= 290.0

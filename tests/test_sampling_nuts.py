@@ -215,3 +215,53 @@ def test_welford_matches_numpy():
     for i in range(0, 50, 5):
         st = ad.welford_update(st, x[i:i + 5])
     np.testing.assert_allclose(ad.welford_covariance(st).numpy(), np.cov(x.numpy().T), rtol=1e-12)
+
+
+def test_reflective_drift_stays_in_the_box_keeps_energy_and_reverses():
+    from nuker_mge_plugin.sampling.nuts import kinetic_energy, reflective_drift
+    g = torch.Generator().manual_seed(0)
+    d, C = 3, 64
+    A = torch.randn(d, d, generator=g, dtype=DT)
+    M = A @ A.T + 0.5 * torch.eye(d, dtype=DT)
+    L = torch.linalg.cholesky(M)
+    lo, hi = torch.zeros(d, dtype=DT), torch.ones(d, dtype=DT)
+    z = torch.rand(C, d, generator=g, dtype=DT)
+    p = 3.0 * torch.randn(C, d, generator=g, dtype=DT)         # long steps: up to ~130 bounces
+    h = torch.where(torch.rand(C, generator=g) > 0.5, 1.0, -1.0).to(DT)
+    z1, p1 = reflective_drift(z, p, h, M, lo, hi)
+    assert bool(((z1 >= 0) & (z1 <= 1)).all())
+    np.testing.assert_allclose(kinetic_energy(p1, L).numpy(), kinetic_energy(p, L).numpy(), rtol=1e-10)
+    z2, p2 = reflective_drift(z1, p1, -h, M, lo, hi)           # the same time backwards: back to the start
+    np.testing.assert_allclose(z2.numpy(), z.numpy(), atol=1e-9)
+    np.testing.assert_allclose(p2.numpy(), p.numpy(), atol=1e-9)
+    assert not torch.allclose(p1, p)                            # it did bounce
+    z3, _ = reflective_drift(z, p, h, M, lo, hi, max_bounces=4)  # too few bounces allowed: NaN, not a wrong point
+    bad = torch.isnan(z3).any(-1)
+    assert bool(bad.any()) and bool(torch.isnan(z3[bad]).all()) and torch.equal(z3[~bad], z1[~bad])
+
+
+def test_nuts_in_a_box_recovers_truncated_normals_piled_at_the_walls():
+    from scipy import stats
+    mu, sd = torch.tensor([0.03, 0.5, 0.99], dtype=DT), torch.tensor([0.1, 0.15, 0.05], dtype=DT)
+
+    def lg(u):
+        r = (u - mu) / sd
+        return -0.5 * (r * r).sum(-1), -r / sd
+    exact = stats.truncnorm(((0 - mu) / sd).numpy(), ((1 - mu) / sd).numpy(), loc=mu.numpy(), scale=sd.numpy())
+    res = run_nuts(lg, torch.full((4, 3), 0.5, dtype=DT), bounds=(torch.zeros(3, dtype=DT), torch.ones(3, dtype=DT)),
+                   settings=NUTSSettings(warmup=200, draws=500, until_converged=False), seed=2, progress=False)
+    s = res.samples_unconstrained.reshape(-1, 3)
+    assert s.min() >= 0 and s.max() <= 1
+    ess = np.array([res.convergence["ess_bulk"][str(j)] for j in range(3)])
+    assert np.all(np.abs(s.mean(0) - exact.mean()) < 4 * exact.std() / np.sqrt(ess))
+    assert np.all(np.abs(s.var(0) / exact.var() - 1) < 6 / np.sqrt(ess))
+    assert res.n_divergent == 0 and res.convergence["max_r_hat"] < 1.02
+
+
+def test_bounds_are_checked():
+    with pytest.raises(ValueError, match="bounds"):
+        run_nuts(lambda z: (-(z * z).sum(-1), -2 * z), torch.zeros(2, 2, dtype=DT),
+                 bounds=(torch.ones(2, dtype=DT), torch.zeros(2, dtype=DT)), progress=False)
+    with pytest.raises(ValueError, match="outside the bounds"):
+        run_nuts(lambda z: (-(z * z).sum(-1), -2 * z), torch.full((2, 2), 2.0, dtype=DT),
+                 bounds=(torch.zeros(2, dtype=DT), torch.ones(2, dtype=DT)), progress=False)

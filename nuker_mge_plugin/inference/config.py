@@ -33,7 +33,7 @@ mask_grown (the keyword arguments of ``dynamics.gridder.grid_visibilities``);
 ``[likelihood]`` kind, sigma_scale, overlap_weights; ``[priors]`` any of the 15 :data:`TABLE1` names; ``[map]``
 n_starts, screen_grid, screen_sweeps, adam_steps, adam_lr, lbfgs_steps; ``[sampler]`` kind, chains, seed, device,
 dtype, target_acceptance, draws, checkpoint_every, ridge_frac, ridge_min, threads, and for ``kind = "nuts"``
-(the default) warmup, max_tree_depth, until_converged, block_draws, max_draws, max_wall_s, for
+(the default) warmup, max_tree_depth, until_converged, block_draws, max_draws, max_wall_s, space, for
 ``kind = "mala"`` burn_in_stages, burn_in_steps, step_sizes | n_step_trials, step_trial_steps, thin,
 mass_matrix (a key of the other kind is an error); ``[output]`` dir, figures, vcirc_draws, vcirc_n_radii.
 
@@ -457,6 +457,11 @@ class SamplerConfig:
     max_wall_s : float
         Wall time [s] the sampling (warm-up and draws) may take before it stops unconverged,
         >= 0 (default 0: no limit); checked between blocks.
+    space : str
+        The coordinates NUTS moves in: ``"logit"`` (default), the unconstrained ``z`` of the priors'
+        sigmoid bijection (with its log-Jacobian), or ``"box"``, the prior box itself rescaled to
+        [0, 1] per parameter, whose walls the trajectories reflect off (no bijection: a posterior
+        piled against a bound stays a truncated bump there instead of a long skewed tail in ``z``).
 
     MALA only (``kind = "mala"``):
 
@@ -500,6 +505,7 @@ class SamplerConfig:
     block_draws: int = 250
     max_draws: int = 10000
     max_wall_s: float = 0.0
+    space: str = "logit"
     burn_in_stages: int = 3
     burn_in_steps: int = 500
     step_sizes: tuple | None = None
@@ -511,7 +517,7 @@ class SamplerConfig:
 
 #: ``[sampler]`` keys of one sampler kind only (the others apply to both).
 SAMPLER_KIND_KEYS = {
-    "nuts": ("warmup", "max_tree_depth", "until_converged", "block_draws", "max_draws", "max_wall_s"),
+    "nuts": ("warmup", "max_tree_depth", "until_converged", "block_draws", "max_draws", "max_wall_s", "space"),
     "mala": ("burn_in_stages", "burn_in_steps", "step_sizes", "n_step_trials", "step_trial_steps", "thin",
              "mass_matrix"),
 }
@@ -712,7 +718,7 @@ _SECTION_KEYS = {
     "map": ("n_starts", "screen_grid", "screen_sweeps", "adam_steps", "adam_lr", "lbfgs_steps"),
     "sampler": ("kind", "chains", "seed", "device", "dtype", "target_acceptance", "draws", "checkpoint_every",
                 "threads", "ridge_frac", "ridge_min", "warmup", "max_tree_depth", "until_converged", "block_draws",
-                "max_draws", "max_wall_s", "burn_in_stages", "burn_in_steps", "step_sizes", "n_step_trials",
+                "max_draws", "max_wall_s", "space", "burn_in_stages", "burn_in_steps", "step_sizes", "n_step_trials",
                 "step_trial_steps", "thin", "mass_matrix"),
     "output": ("dir", "figures", "vcirc_draws", "vcirc_n_radii"),
 }
@@ -907,7 +913,8 @@ def _sampler_config(s):
             until_converged=s.boolean("until_converged", True),
             block_draws=s.integer("block_draws", 250, ge=50, what="an integer >= 50 [draws per chain]"),
             max_draws=max_draws,
-            max_wall_s=s.number("max_wall_s", 0.0, ge=0, what="a time >= 0 [s] (0 = no limit)"))
+            max_wall_s=s.number("max_wall_s", 0.0, ge=0, what="a time >= 0 [s] (0 = no limit)"),
+            space=s.choice("space", "logit", ("logit", "box")))
     step_sizes = s.get("step_sizes", None)
     if step_sizes is not None:
         if not (isinstance(step_sizes, list) and step_sizes and all(

@@ -85,6 +85,30 @@ class FitProblem:
             (grad,) = torch.autograd.grad(lp.sum(), z)
         return lp.detach(), grad
 
+    # ------------------------------------------------------------ densities in the prior box
+    def box_to_theta(self, u):
+        """Parameters [their units] (B, d) at box coordinates ``u`` (B, d) in [0, 1]: ``low + u (high - low)``."""
+        lo, hi = self.space.low.to(u), self.space.high.to(u)
+        return lo + u * (hi - lo)
+
+    def theta_to_box(self, theta):
+        """Box coordinates ``(theta - low) / (high - low)`` (B, d) of parameters ``theta`` (B, d)."""
+        lo, hi = self.space.low.to(theta), self.space.high.to(theta)
+        return (theta - lo) / (hi - lo)
+
+    def log_prob_box(self, u):
+        """Log-posterior (B,) [nats] at box coordinates ``u`` (B, d) in [0, 1], up to a constant: the
+        uniform priors are flat there, so it is the log-likelihood (no Jacobian)."""
+        return self.likelihood(self.model(self.space.to_dict(self.box_to_theta(u))))
+
+    def logp_and_grad_box(self, u):
+        """``(logp (C,), grad (C, d))`` in box coordinates, one batched forward and backward."""
+        with torch.enable_grad():
+            u = u.detach().requires_grad_(True)
+            lp = self.log_prob_box(u)
+            (grad,) = torch.autograd.grad(lp.sum(), u)
+        return lp.detach(), grad
+
     def residuals(self, z):
         """Whitened residuals (2 n_cells,) at one point ``z`` (d,): the Fisher matrix's J^T J."""
         return self.likelihood.whitened_residuals(self.model_cells(z.unsqueeze(0)))[0]
@@ -436,7 +460,18 @@ def _run_sampler(prob, z_start, fish, out, *, resume, progress):
         return run_mala(prob.logp_and_grad, z_start, schedule=mala_schedule(s), mass_matrix=mass,
                         mass_matrix_fn=lambda zb: prob.fisher(torch.as_tensor(zb, dtype=dt, device=dev)), **common)
     from ..sampling.nuts import run_nuts
-    return run_nuts(prob.logp_and_grad, z_start, settings=nuts_settings(s), mass_matrix=mass, **common)
+    if s.space == "logit":
+        return run_nuts(prob.logp_and_grad, z_start, settings=nuts_settings(s), mass_matrix=mass, **common)
+    # the prior box: the chains' starts and the Fisher covariance carried over by du/dz = u (1 - u)
+    with torch.no_grad():
+        u_start = prob.theta_to_box(space.constrain(z_start)).clamp(0.0, 1.0)
+        u_map = prob.theta_to_box(space.constrain(torch.as_tensor(fish.z, dtype=dt, device=dev)[None]))[0]
+    jac = u_map * (1.0 - u_map)
+    mass_box = mass * jac[:, None] * jac[None, :]
+    common["transform"] = prob.box_to_theta
+    bounds = (torch.zeros(space.n_free, dtype=dt, device=dev), torch.ones(space.n_free, dtype=dt, device=dev))
+    return run_nuts(prob.logp_and_grad_box, u_start, settings=nuts_settings(s), mass_matrix=mass_box, bounds=bounds,
+                    **common)
 
 
 def _sampler_line(s):
@@ -447,8 +482,9 @@ def _sampler_line(s):
     more = (f", then blocks of {s.block_draws} until converged (at most {s.max_draws} draws per chain"
             + (f" or {s.max_wall_s:g} s" if s.max_wall_s else "") + ")") if s.until_converged else \
         " (until_converged = false: not checked for convergence while sampling)"
+    where = "the prior box, reflecting off its walls" if s.space == "box" else "the priors' logit coordinates"
     return (f"NUTS, {s.chains} chains: {s.warmup} warm-up iterations, {s.draws} draws per chain{more}; "
-            f"target acceptance {s.target_acceptance:g}, max tree depth {s.max_tree_depth}")
+            f"target acceptance {s.target_acceptance:g}, max tree depth {s.max_tree_depth}; in {where}")
 
 
 def _stopped_text(stopped, s, n_draws):

@@ -375,7 +375,9 @@ def run_hamiltonian(kernel, logp_and_grad, z0, *, settings=None, n_chains=None, 
     fingerprint = dict(kind=kernel.name, n_chains=C, dim=d, dtype=str(dtype), version=_FORMAT_VERSION,
                        checkpoint_every=int(checkpoint_every),
                        settings={k: v for k, v in settings.as_dict().items() if k not in settings.RUN_LENGTH},
-                       mass_matrix=F0.detach().cpu().to(torch.float64).numpy().round(12).tolist())
+                       mass_matrix=F0.detach().cpu().to(torch.float64).numpy().round(12).tolist(),
+                       bounds=None if getattr(kernel, "bounds", None) is None else
+                       [torch.as_tensor(b, dtype=torch.float64).tolist() for b in kernel.bounds])
     store = ChainStore(checkpoint_dir)
     ckpt = store.open(fingerprint, resume=resume, seed=seed)
     run_seed = int(ckpt["seed"]) if ckpt is not None else (secrets.randbits(63) if seed is None else int(seed))

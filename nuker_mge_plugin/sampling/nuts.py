@@ -99,9 +99,10 @@ def _criterion(p_sharp_a, p_sharp_b, rho):
 class _Integrator:
     """Leapfrog steps of the rows that still move; counts the batched model calls."""
 
-    def __init__(self, logp_and_grad, M, L, max_energy_error):
+    def __init__(self, logp_and_grad, M, L, max_energy_error, bounds=None):
         self.logp_and_grad, self.M, self.L = logp_and_grad, M, L
         self.max_energy_error = float(max_energy_error)
+        self.bounds = bounds
         self.n_calls = 0   # batched model calls
         self.n_rows = 0    # rows evaluated in them: gradient evaluations of single chains
 
@@ -132,7 +133,10 @@ class _Integrator:
         """One leapfrog step of size ``h`` (C,) (signed: the direction of each chain)."""
         hc = h[:, None]
         p_half = pt.p + 0.5 * hc * pt.grad
-        z = pt.z + hc * (p_half @ self.M)
+        if self.bounds is None:
+            z = pt.z + hc * (p_half @ self.M)
+        else:
+            z, p_half = reflective_drift(pt.z, p_half, h, self.M, *self.bounds)
         lp, g = self.evaluate(z, rows)
         p = p_half + 0.5 * hc * g
         return _Point(z, p, g, lp, p @ self.M)
@@ -140,6 +144,63 @@ class _Integrator:
     def hamiltonian(self, pt):
         H = -pt.logp + kinetic_energy(pt.p, self.L)
         return torch.where(torch.isnan(H), torch.full_like(H, torch.inf), H)
+
+
+def reflective_drift(z, p, h, M, lower, upper, max_bounces=256):
+    """The leapfrog's drift ``z += h M p`` inside the box ``lower <= z <= upper``, reflecting off its walls.
+
+    The path is straight until it meets a wall ``z_i = lower_i`` or ``upper_i``; there the momentum
+    is reflected, ``p -= 2 (v_i / M_ii) e_i`` with ``v = M p`` (which reverses ``v_i`` and keeps
+    ``p^T M p``), and the path goes on for the rest of the step. The map is an involution up to the
+    sign of ``h`` and preserves volume, so the leapfrog stays reversible and NUTS stays exact for a
+    density with support on the box (a product of uniform priors needs no Jacobian: Neal 2011,
+    *MCMC using Hamiltonian dynamics*, section 5.1).
+
+    Parameters
+    ----------
+    z, p : (C, d) tensors
+        Positions (inside the box) and momenta.
+    h : (C,) tensor
+        Signed step of each chain.
+    M : (d, d) tensor
+        Metric (inverse mass).
+    lower, upper : (d,) tensors
+        The box [z units].
+    max_bounces : int
+        Most reflections in one step; a step that needs more (its path crosses the box hundreds of
+        times: the step size is far too long) ends at a NaN position, which the leapfrog counts as
+        a divergence, rather than at a point that would break reversibility.
+
+    Returns
+    -------
+    (z, p) : (C, d) tensors
+    """
+    z, p = z.clone(), p.clone()
+    left = torch.ones_like(h)                       # fraction of the step still to go
+    diag = torch.diagonal(M)
+    hits = torch.zeros_like(h, dtype=torch.bool)
+    for _ in range(int(max_bounces) + 1):
+        w = h[:, None] * (p @ M)                    # displacement of the whole step
+        with torch.no_grad():
+            t_up = torch.where(w > 0, (upper - z) / w, torch.inf)
+            t_lo = torch.where(w < 0, (lower - z) / w, torch.inf)
+            t = torch.minimum(t_up, t_lo).clamp(min=0.0)
+            t_hit, i_hit = t.min(-1)
+        hits = t_hit < left
+        if not bool(hits.any()) or _ == max_bounces:
+            break
+        step = torch.where(hits, t_hit, left)
+        z = z + step[:, None] * w
+        left = left - step
+        # land exactly on the wall that was hit, and reflect the momentum off it
+        onehot = torch.nn.functional.one_hot(i_hit, z.shape[1]).to(z.dtype) * hits[:, None]
+        at_upper = t_up.gather(1, i_hit[:, None])[:, 0] <= t_lo.gather(1, i_hit[:, None])[:, 0]
+        wall = torch.where(at_upper, upper[i_hit], lower[i_hit])
+        z = torch.where(onehot > 0, wall[:, None].expand_as(z), z)
+        v_i = (p @ M).gather(1, i_hit[:, None])
+        p = p - onehot * (2.0 * v_i / diag[i_hit][:, None])
+    z = torch.minimum(torch.maximum(z + left[:, None] * (h[:, None] * (p @ M)), lower), upper)
+    return torch.where(hits[:, None], torch.nan, z), p
 
 
 def _build_tree(integ, start, depth, h, H0, rows, gen):
@@ -186,7 +247,8 @@ def nuts_init(logp_and_grad, z):
     return NUTSState(z.detach().clone(), lp, g)
 
 
-def nuts_step(logp_and_grad, state, step_size, metric, generator, *, max_tree_depth=10, max_energy_error=1000.0):
+def nuts_step(logp_and_grad, state, step_size, metric, generator, *, max_tree_depth=10, max_energy_error=1000.0,
+              bounds=None):
     """One NUTS transition of every chain.
 
     Parameters
@@ -205,6 +267,8 @@ def nuts_step(logp_and_grad, state, step_size, metric, generator, *, max_tree_de
         Most doublings (at most ``2^max_tree_depth - 1`` leapfrog steps).
     max_energy_error : float
         Energy error [nats] above which a trajectory counts as divergent (Stan: 1000).
+    bounds : (lower (d,), upper (d,)) tensors, optional
+        A box the target lives in: trajectories reflect off its walls (:func:`reflective_drift`).
 
     Returns
     -------
@@ -216,7 +280,7 @@ def nuts_step(logp_and_grad, state, step_size, metric, generator, *, max_tree_de
     z0 = state.z
     C, d = z0.shape
     dt, dev = z0.dtype, z0.device
-    integ = _Integrator(logp_and_grad, M, L, max_energy_error)
+    integ = _Integrator(logp_and_grad, M, L, max_energy_error, bounds)
     xi = torch.randn((C, d), generator=generator, dtype=dt, device=dev)
     p0 = xi @ Linv                                                  # covariance M^-1
     start = _Point(z0, p0, state.grad, state.logp, p0 @ M)
@@ -261,7 +325,8 @@ def nuts_step(logp_and_grad, state, step_size, metric, generator, *, max_tree_de
     return new, NUTSInfo(accept, depth, n_leap, diverging, energy), (integ.n_calls, integ.n_rows)
 
 
-def find_reasonable_step_size(logp_and_grad, state, step_size, metric, generator, *, target=0.8, max_iter=30):
+def find_reasonable_step_size(logp_and_grad, state, step_size, metric, generator, *, target=0.8, max_iter=30,
+                              bounds=None):
     """Stan's step-size initialisation: double or halve ``step_size`` until one leapfrog step's mean
     acceptance probability (over chains) crosses ``target``.
 
@@ -272,7 +337,7 @@ def find_reasonable_step_size(logp_and_grad, state, step_size, metric, generator
     """
     M, L, Linv = metric
     C, d = state.z.shape
-    integ = _Integrator(logp_and_grad, M, L, 1000.0)
+    integ = _Integrator(logp_and_grad, M, L, 1000.0, bounds)
     xi = torch.randn((C, d), generator=generator, dtype=state.z.dtype, device=state.z.device)
     p0 = xi @ Linv
     start = _Point(state.z, p0, state.grad, state.logp, p0 @ M)
@@ -297,30 +362,48 @@ def find_reasonable_step_size(logp_and_grad, state, step_size, metric, generator
 # ---------------------------------------------------------------------------- the kernel for the driver
 class NUTSKernel:
     """NUTS as a :class:`.driver.HamiltonianKernel`: reads ``max_tree_depth`` and ``max_energy_error``
-    from the driver's settings."""
+    from the driver's settings.
 
-    name = "nuts"
+    Parameters
+    ----------
+    bounds : (lower (d,), upper (d,)) tensors, optional
+        A box the target lives in, off whose walls the trajectories reflect; None: all of R^d.
+    """
+
     state_type = NUTSState
 
-    @staticmethod
-    def init(logp_and_grad, z):
+    def __init__(self, bounds=None):
+        if bounds is not None:
+            lower, upper = (torch.as_tensor(b) for b in bounds)
+            if lower.shape != upper.shape or lower.ndim != 1 or not bool((lower < upper).all()):
+                raise ValueError("bounds: expected (lower (d,), upper (d,)) with lower < upper everywhere")
+            bounds = (lower, upper)
+        self.bounds = bounds
+        self.name = "nuts" if bounds is None else "nuts-reflective"
+
+    def _bounds(self, z):
+        return None if self.bounds is None else tuple(b.to(z.dtype).to(z.device) for b in self.bounds)
+
+    def init(self, logp_and_grad, z):
+        b = self._bounds(z)
+        if b is not None and not bool(((z >= b[0]) & (z <= b[1])).all()):
+            raise ValueError("z: starting positions outside the bounds")
         return nuts_init(logp_and_grad, z)
 
-    @staticmethod
-    def step(logp_and_grad, state, step_size, metric, generator, settings):
+    def step(self, logp_and_grad, state, step_size, metric, generator, settings):
         return nuts_step(logp_and_grad, state, step_size, metric, generator, max_tree_depth=settings.max_tree_depth,
-                         max_energy_error=settings.max_energy_error)
+                         max_energy_error=settings.max_energy_error, bounds=self._bounds(state.z))
 
-    @staticmethod
-    def find_step_size(logp_and_grad, state, step_size, metric, generator, settings):
-        return find_reasonable_step_size(logp_and_grad, state, step_size, metric, generator)
+    def find_step_size(self, logp_and_grad, state, step_size, metric, generator, settings):
+        return find_reasonable_step_size(logp_and_grad, state, step_size, metric, generator,
+                                         bounds=self._bounds(state.z))
 
 
 #: The driver's settings under the name a NUTS user looks for.
 NUTSSettings = HamiltonianSettings
 
 
-def run_nuts(logp_and_grad, z0, **kwargs):
+def run_nuts(logp_and_grad, z0, *, bounds=None, **kwargs):
     """Warm up and sample with NUTS until converged: :func:`.driver.run_hamiltonian` with :class:`NUTSKernel`.
 
     Parameters
@@ -329,6 +412,9 @@ def run_nuts(logp_and_grad, z0, **kwargs):
         ``z (B, d) -> (logp (B,), grad (B, d))``, the log target [nats] in the unconstrained space.
     z0 : torch.Tensor (C, d) or (d,)
         Starting positions.
+    bounds : (lower (d,), upper (d,)) tensors, optional
+        A box the target lives in (e.g. uniform priors, sampled in their own coordinates): the
+        trajectories reflect off its walls, so no bijection (and no Jacobian) is needed.
     **kwargs
         ``settings`` (:class:`NUTSSettings`), ``n_chains``, ``mass_matrix``, ``transform``, ``names``,
         ``seed``, ``checkpoint_dir``, ``checkpoint_every``, ``resume``, ``progress``, ``callback``: as in
@@ -338,4 +424,4 @@ def run_nuts(logp_and_grad, z0, **kwargs):
     -------
     HamiltonianResult
     """
-    return run_hamiltonian(NUTSKernel, logp_and_grad, z0, **kwargs)
+    return run_hamiltonian(NUTSKernel(bounds), logp_and_grad, z0, **kwargs)
