@@ -141,7 +141,7 @@ def fake_nuts(monkeypatch):
             self.__dict__.update(kw)
 
     def run_nuts(logp_and_grad, z_start, *, settings, mass_matrix, transform, names, seed, checkpoint_dir, resume,
-                 checkpoint_every, progress):
+                 checkpoint_every, progress, bounds=None):
         calls.update(settings=settings, mass_matrix=mass_matrix, names=names, seed=seed, z_start=z_start,
                      checkpoint_dir=checkpoint_dir, resume=resume, checkpoint_every=checkpoint_every)
         lp, grad = logp_and_grad(z_start)

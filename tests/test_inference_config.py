@@ -320,3 +320,13 @@ def test_shipped_fit_examples_parse(tmp_path, name):
     else:  # the smoke run: short, and never drawn until converged
         assert s.draws <= 50 and not s.until_converged
         assert s.kind == "mala" or s.warmup <= 50
+
+
+def test_sampler_space_defaults_to_the_prior_box(example):
+    assert config_from_dict(_base(), base_dir=example.parent).sampler.space == "box"
+    s = config_from_dict(_set(_base(), "sampler.space", "logit"), base_dir=example.parent).sampler
+    assert s.space == "logit"
+    with pytest.raises(ConfigError, match=r"^sampler\.space: expects one of"):
+        config_from_dict(_set(_base(), "sampler.space", "unit"), base_dir=example.parent)
+    with pytest.raises(ConfigError, match=r'^sampler\.space: applies to sampler\.kind = "nuts" only'):
+        config_from_dict(_set(_set(_base(), "sampler.kind", "mala"), "sampler.space", "box"), base_dir=example.parent)

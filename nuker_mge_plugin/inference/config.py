@@ -458,10 +458,11 @@ class SamplerConfig:
         Wall time [s] the sampling (warm-up and draws) may take before it stops unconverged,
         >= 0 (default 0: no limit); checked between blocks.
     space : str
-        The coordinates NUTS moves in: ``"logit"`` (default), the unconstrained ``z`` of the priors'
-        sigmoid bijection (with its log-Jacobian), or ``"box"``, the prior box itself rescaled to
-        [0, 1] per parameter, whose walls the trajectories reflect off (no bijection: a posterior
-        piled against a bound stays a truncated bump there instead of a long skewed tail in ``z``).
+        The coordinates NUTS moves in: ``"box"`` (default), the prior box itself rescaled to [0, 1]
+        per parameter, whose walls the trajectories reflect off (no bijection: a posterior piled
+        against a bound stays a truncated bump there), or ``"logit"``, the unconstrained ``z`` of the
+        priors' sigmoid bijection with its log-Jacobian, where such a posterior becomes a long skewed
+        tail that NUTS crosses slowly (measured in docs/sampling.rst).
 
     MALA only (``kind = "mala"``):
 
@@ -505,7 +506,7 @@ class SamplerConfig:
     block_draws: int = 250
     max_draws: int = 10000
     max_wall_s: float = 0.0
-    space: str = "logit"
+    space: str = "box"
     burn_in_stages: int = 3
     burn_in_steps: int = 500
     step_sizes: tuple | None = None
@@ -914,7 +915,7 @@ def _sampler_config(s):
             block_draws=s.integer("block_draws", 250, ge=50, what="an integer >= 50 [draws per chain]"),
             max_draws=max_draws,
             max_wall_s=s.number("max_wall_s", 0.0, ge=0, what="a time >= 0 [s] (0 = no limit)"),
-            space=s.choice("space", "logit", ("logit", "box")))
+            space=s.choice("space", "box", ("box", "logit")))
     step_sizes = s.get("step_sizes", None)
     if step_sizes is not None:
         if not (isinstance(step_sizes, list) and step_sizes and all(
