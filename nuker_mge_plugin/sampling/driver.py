@@ -36,6 +36,7 @@ from .._progress import progress_bar
 from . import adaptation as ad
 from .backend import ChainStore
 from .diagnostics import ESS_MIN, RHAT_MAX, convergence
+from .draws import NamedDraws, chains_first, constrain_draws
 from .metric import mass_factors
 
 __all__ = ["HamiltonianSettings", "HamiltonianKernel", "HamiltonianResult", "run_hamiltonian"]
@@ -151,7 +152,7 @@ class HamiltonianKernel:
 
 
 @dataclass
-class HamiltonianResult:
+class HamiltonianResult(NamedDraws):
     """Output of :func:`run_hamiltonian` (numpy arrays on the host).
 
     Attributes
@@ -229,18 +230,6 @@ class HamiltonianResult:
         """Divergences (a non-finite density counts as one): the count MALA reports as rejected non-finite."""
         return self.n_divergent
 
-    def _names(self, names):
-        names = self.names if names is None else tuple(names)
-        if names is None or len(names) != self.samples.shape[-1]:
-            raise ValueError(f"names: need {self.samples.shape[-1]} column names for the samples, got "
-                             f"{None if names is None else len(names)}")
-        return names
-
-    def draws(self, names=None):
-        """Constrained draws as ``name -> (C, N)`` arrays."""
-        names = self._names(names)
-        return {n: np.ascontiguousarray(self.samples[..., j]) for j, n in enumerate(names)}
-
     def sample_stats(self):
         """Per-draw statistics, each (C, N): ``logp`` [nats], ``step_size``, ``acceptance_rate`` (the
         trajectory's mean acceptance statistic), ``diverging``, ``tree_depth``, ``n_leapfrog``,
@@ -288,19 +277,6 @@ def _check_inputs(z0, n_chains, seed, checkpoint_every, transform):
     if not bool(torch.isfinite(z0).all()):
         raise ValueError("z0: starting positions have non-finite entries")
     return z0.detach()
-
-
-def _apply(transform, a, dtype, device):
-    """``transform`` on (C, T, d) numpy draws, in slices (identity without one)."""
-    if transform is None or a.shape[1] == 0:
-        return a
-    flat = a.reshape(-1, a.shape[-1])
-    parts = []
-    with torch.no_grad():
-        for s in range(0, flat.shape[0], 1 << 16):
-            out = transform(torch.as_tensor(flat[s:s + (1 << 16)], dtype=dtype, device=device))
-            parts.append(out.detach().cpu().numpy())
-    return np.concatenate(parts).reshape(a.shape[0], a.shape[1], -1)
 
 
 class _Run:
@@ -504,7 +480,7 @@ def _convergence(store, settings, transform, dtype, device):
     cat = store.concatenated()
     is_s = cat["phase"] == _SAMPLE
     zs = np.ascontiguousarray(cat["z"][is_s].transpose(1, 0, 2))
-    th = _apply(transform, zs, dtype, device)
+    th = constrain_draws(zs, transform, dtype, device)
     return convergence({str(j): th[..., j] for j in range(th.shape[-1])}, rhat_max=settings.rhat_max,
                        ess_min=settings.ess_min)
 
@@ -512,9 +488,9 @@ def _convergence(store, settings, transform, dtype, device):
 def _assemble(store, run, kernel, settings, transform, names, seed, dtype, device):
     cat = store.concatenated()
     is_s = cat["phase"] == _SAMPLE
-    T = lambda a: np.ascontiguousarray(np.swapaxes(a, 0, 1))  # noqa: E731  (steps, C, ...) -> (C, steps, ...)
+    T = chains_first
     zs, zw = T(cat["z"][is_s]), T(cat["z"][~is_s])
-    theta = _apply(transform, zs, dtype, device)
+    theta = constrain_draws(zs, transform, dtype, device)
     names = None if names is None else tuple(names)
     keys = names if names is not None and len(names) == theta.shape[-1] else [str(j) for j in range(theta.shape[-1])]
     report = convergence({k: theta[..., j] for j, k in enumerate(keys)}, rhat_max=settings.rhat_max,
@@ -522,8 +498,9 @@ def _assemble(store, run, kernel, settings, transform, names, seed, dtype, devic
     return HamiltonianResult(
         samples=theta, samples_unconstrained=zs, logp=T(cat["logp"][is_s]), accept_stat=T(cat["accept_stat"][is_s]),
         energy=T(cat["energy"][is_s]), tree_depth=T(cat["tree_depth"][is_s]), n_leapfrog=T(cat["n_leapfrog"][is_s]),
-        diverging=T(cat["diverging"][is_s]), warmup_unconstrained=zw, warmup=_apply(transform, zw, dtype, device),
-        warmup_logp=T(cat["logp"][~is_s]), step_size=float(run.eps),
+        diverging=T(cat["diverging"][is_s]), warmup_unconstrained=zw,
+        warmup=constrain_draws(zw, transform, dtype, device), warmup_logp=T(cat["logp"][~is_s]),
+        step_size=float(run.eps),
         mass_matrix=run.metric[0].detach().cpu().numpy(), n_grad_calls=int(run.n_grad_calls),
         n_grad_evals=int(run.n_grad_evals), wall_time=float(run.wall_time), stopped=str(run.stopped),
         convergence=report, kind=kernel.name, seed=seed, names=names, settings=settings.as_dict())

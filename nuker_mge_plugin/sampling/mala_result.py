@@ -14,13 +14,12 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .draws import NamedDraws, chains_first as _chains_first, constrain_draws as _constrain
+
 __all__ = ["MALAResult"]
 
-_TRANSFORM_BATCH = 1 << 16   # rows per transform call
-
-
 @dataclass
-class MALAResult:
+class MALAResult(NamedDraws):
     """Output of :func:`~.mala.run_mala` (numpy arrays on the host).
 
     Attributes
@@ -143,51 +142,9 @@ class MALAResult:
         out["sample"] = dict(self.draws(names), logp=self.logp)
         return out
 
-    def _names(self, names):
-        names = self.names if names is None else tuple(names)
-        if names is None or len(names) != self.samples.shape[-1]:
-            raise ValueError(f"names: need {self.samples.shape[-1]} column names for the samples, got "
-                             f"{None if names is None else len(names)}")
-        return names
-
-    def draws(self, names=None):
-        """Constrained draws as ``name -> (C, N)`` arrays (the ``draws`` of :mod:`~nuker_mge_plugin.inference.results`).
-
-        Parameters
-        ----------
-        names : sequence of str, optional
-            Column names of :attr:`samples` (default :attr:`names`).
-
-        Returns
-        -------
-        dict
-        """
-        names = self._names(names)
-        return {n: np.ascontiguousarray(self.samples[..., j]) for j, n in enumerate(names)}
-
-
-def _constrain(a, transform, dtype, device):
-    """``transform`` applied to the rows of ``a`` (C, n, d) in batches -> (C, n, d'); ``a`` if None or empty."""
-    if transform is None or a.shape[1] == 0:
-        return a
-    parts = []
-    flat = a.reshape(-1, a.shape[-1])
-    with torch.no_grad():
-        for s in range(0, flat.shape[0], _TRANSFORM_BATCH):
-            out = transform(torch.as_tensor(flat[s:s + _TRANSFORM_BATCH], dtype=dtype, device=device))
-            if not isinstance(out, torch.Tensor) or out.ndim != 2:
-                raise TypeError("transform must return a 2-D tensor (N, d')")
-            parts.append(out.detach().cpu().numpy())
-    return np.concatenate(parts).reshape(a.shape[0], a.shape[1], -1)
-
 
 def _numpy(x):
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
-def _chains_first(a):
-    """(steps, C, ...) -> (C, steps, ...), contiguous."""
-    return np.ascontiguousarray(np.swapaxes(a, 0, 1))
 
 
 def _result_from_state(saved, steps, stages, *, transform, names, dtype, device):
