@@ -48,7 +48,7 @@ from .optimize import find_map, screen_starts
 from .parameters import ParameterSpace
 
 __all__ = ["FitProblem", "build_problem", "map_starts", "fit_map", "subpixel_warning", "discretisation_shift",
-           "mala_schedule", "nuts_settings", "sampler_messages", "run_fit"]
+           "mala_schedule", "nuts_settings", "run_sampler", "sampler_messages", "run_fit"]
 
 
 @dataclass
@@ -447,11 +447,41 @@ def nuts_settings(s):
                         block_draws=s.block_draws, max_draws=s.max_draws, max_wall_s=s.max_wall_s or None)
 
 
-def _run_sampler(prob, z_start, fish, out, *, resume, progress):
-    """The ``[sampler] kind`` of the fit from ``z_start`` (C, d) with the Fisher result ``fish`` at the MAP."""
+def run_sampler(prob, z_map, fish, generator, out, *, resume=False, progress=True):
+    """Run the ``[sampler]`` of a :class:`FitProblem` from its MAP: the chains, not the products.
+
+    The chains start around the MAP, dispersed by half the Fisher width (R-hat needs dispersed
+    starts), and run the configured kind: ``"nuts"`` in the prior box (``space = "box"``, the
+    Fisher covariance carried over by du/dz = u (1 - u)) or in the logit coordinates, or
+    ``"mala"`` (seed paper appendix C).
+
+    Parameters
+    ----------
+    prob : FitProblem
+    z_map : (d,) tensor
+        The MAP in the unconstrained space (``fit_map(...)["z"]``).
+    fish : FisherResult
+        ``prob.fisher(z_map)``: its covariance is the first mass matrix [unconstrained units^2].
+    generator : torch.Generator
+        Draws the chains' dispersion (``run_fit`` passes the one its MAP starts came from).
+    out : path
+        The run's directory: the checkpoints go to ``out / "chains"``.
+    resume : bool
+        Continue a killed run from its checkpoints (bitwise).
+    progress : bool
+        Show the sampler's progress bar.
+
+    Returns
+    -------
+    MALAResult or HamiltonianResult
+        ``draws()`` (name -> (chains, draws) [parameter units]), ``sample_stats()``, ``traces()``,
+        ``n_grad_evals``, ``step_size``; NUTS also ``stopped``, ``n_divergent``, ``divergences_per_chain``.
+    """
     s, space = prob.config.sampler, prob.space
     dev, dt = prob.model.device, prob.model.dtype
-    common = dict(transform=space.constrain, names=space.free_names, seed=s.seed, checkpoint_dir=out / "chains",
+    xi = torch.randn((s.chains, space.n_free), generator=generator, dtype=torch.float64).to(dev, dt)
+    z_start = z_map[None] + 0.5 * xi @ torch.as_tensor(fish.cholesky, dtype=dt, device=dev).T
+    common = dict(transform=space.constrain, names=space.free_names, seed=s.seed, checkpoint_dir=Path(out) / "chains",
                   resume=resume,
                   checkpoint_every=s.checkpoint_every or 2 ** 62,  # 0 = never: only the finished run is written
                   progress=progress)
@@ -462,7 +492,6 @@ def _run_sampler(prob, z_start, fish, out, *, resume, progress):
     from ..sampling.nuts import run_nuts
     if s.space == "logit":
         return run_nuts(prob.logp_and_grad, z_start, settings=nuts_settings(s), mass_matrix=mass, **common)
-    # the prior box: the chains' starts and the Fisher covariance carried over by du/dz = u (1 - u)
     with torch.no_grad():
         u_start = prob.theta_to_box(space.constrain(z_start)).clamp(0.0, 1.0)
         u_map = prob.theta_to_box(space.constrain(torch.as_tensor(fish.z, dtype=dt, device=dev)[None]))[0]
@@ -599,13 +628,9 @@ def run_fit(cfg, out_dir=None, *, resume=False, progress=True, log=print):
     for line in filter(None, lines):
         log(line)
     m = {**m, "warnings": [w for w in lines if w and w.startswith("warning")], "discretisation": check}
-    C = cfg.sampler.chains
-    # chains start around the MAP, dispersed by a fraction of the Fisher width (R-hat needs it)
-    xi = torch.randn((C, space.n_free), generator=gen, dtype=torch.float64).to(dev, dt)
-    z_start = z_map[None] + 0.5 * xi @ torch.as_tensor(fish.cholesky, dtype=dt, device=dev).T
     log(f"sampler: {_sampler_line(cfg.sampler)}")
     t_sample = time.perf_counter()
-    res = _run_sampler(prob, z_start, fish, out, resume=resume, progress=progress)
+    res = run_sampler(prob, z_map, fish, gen, out, resume=resume, progress=progress)
     # the fit's compute time across resumed calls: the MAP's (read back or made here), the sampler's
     # (its checkpoints carry what earlier calls spent) and this call's set-up and Fisher matrix
     t_sample = time.perf_counter() - t_sample
