@@ -12,9 +12,12 @@ Each figure in ``docs/`` belongs to one group:
   only reloaded), then its figures;
 * ``calibration`` (~3 hours on two cores): the full-sampler calibration study, 40 fits as one
   ``nuker-mge survey`` (``validation/calibration.py --n 20 --survey 2``; it skips finished fits
-  and resumes interrupted ones), then its coverage plot.
+  and resumes interrupted ones), then its coverage plot;
+* ``sbc`` (~1 hour on two cores): the simulation-based calibration (M14), 100 replicates of the
+  quick configuration (``validation/sbc.py --n 100``; it skips finished replicates), then its rank
+  histograms.
 
-``python docs/make_figures.py quick validation demo real calibration`` does everything; ``--list``
+``python docs/make_figures.py quick validation demo real calibration sbc`` does everything; ``--list``
 prints the table. Every copy is atomic, so an interrupted run leaves the previous figure in place.
 """
 
@@ -42,13 +45,16 @@ FIGURES = {
     "ngc4324_maps.png": ("real", "maps.png"),
     "ngc4324_pv.png": ("real", "pv.png"),
     "calibration.png": ("calibration", "calibration.png"),
+    "sbc.png": ("sbc", "sbc.png"),
 }
-GROUPS = ("quick", "validation", "demo", "real", "calibration")
+GROUPS = ("quick", "validation", "demo", "real", "calibration", "sbc")
 #: The real-data fit behind the ``real`` group (it reads ../shared/data/NGC4324_CO10_CARMA.fits).
 REAL = ["validation/ngc4324_fit.py", "--resume", "--out", os.path.join(VALIDATION_OUT, "ngc4324")]
 #: The calibration study behind the ``calibration`` group (the README quotes its output).
 CALIBRATION = ["validation/calibration.py", "--n", "20", "--survey", "2", "--out",
                os.path.join(VALIDATION_OUT, "calibration_survey")]
+#: The simulation-based calibration behind the ``sbc`` group (docs/validation.rst quotes its output).
+SBC = ["validation/sbc.py", "--n", "100", "--out", os.path.join(VALIDATION_OUT, "sbc")]
 
 
 def _install(src, name):
@@ -115,7 +121,7 @@ def main(argv=None):
             if group == "demo":
                 _install(os.path.join(ROOT, a.demo_out, src), name)
         _install(os.path.join(ROOT, a.demo_out, "ngc4697_like_mge.png"), "demo_mge.png")
-    for run_group, cmd in (("real", REAL), ("calibration", CALIBRATION)):  # one run, figures from its --out
+    for run_group, cmd in (("real", REAL), ("calibration", CALIBRATION), ("sbc", SBC)):  # one run, figures from its --out
         if run_group in groups:
             run([sys.executable, *cmd])
             for name, (group, src) in FIGURES.items():
