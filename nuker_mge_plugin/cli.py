@@ -12,6 +12,7 @@ import numpy as np
 from . import __version__
 from ._files import StagedFiles, check_output_dir, check_output_file
 from .backends import BACKENDS, REGISTRY
+from .constants import C_KMS
 
 #: An NGC 4697-like galaxy (Davis et al. 2017 distance, BH mass and inclination); the Nuker
 #: shape is a plausible power-law-galaxy profile, not a fit to data.
@@ -27,7 +28,6 @@ EPILOG = "Run 'nuker-mge COMMAND --help' for the options of one command."
 #: Largest black-hole mass the command line accepts [Msun]: ten times the heaviest measured.
 MBH_MAX = 1.0e11
 #: Speed of light [km/s]: a Newtonian circular velocity above it means unphysical inputs.
-C_KMS = 299792.458
 #: Exit status of ``nuker-mge fit --strict`` when the chains have not converged.
 EXIT_UNCONVERGED = 3
 

@@ -6,6 +6,8 @@ theirs agree to the last digit they can.
 
 import math
 
+import numpy as np
+
 #: Gravitational constant [(km/s)^2 pc / Msun], jampy's value (6.674e-11 SI, CODATA 2018).
 G_KMS2_PC_PER_MSUN = 0.004301
 
@@ -36,5 +38,31 @@ def fwhm_to_sigma(fwhm):
     return fwhm / FWHM_PER_SIGMA
 
 
+def _check_rest(rest_freq_hz):
+    if not (np.isfinite(rest_freq_hz) and rest_freq_hz > 0):
+        raise ValueError(f"rest_freq_hz = {rest_freq_hz!r} is invalid: it must be finite and > 0 [Hz]")
+    return float(rest_freq_hz)
+
+
+def radio_velocity_kms(freq_hz, rest_freq_hz):
+    """Radio-definition velocity ``v = c (1 - f / f_rest)`` [km/s] of frequencies ``freq_hz`` [Hz].
+
+    The one velocity convention of the package (KinMS's and CASA's ``VRAD``); its inverse is
+    :func:`radio_frequency_hz`.
+    """
+    return C_KMS * (1.0 - np.asarray(freq_hz, dtype=np.float64) / _check_rest(rest_freq_hz))
+
+
+def radio_frequency_hz(vel_kms, rest_freq_hz):
+    """Frequency ``f = f_rest (1 - v / c)`` [Hz] of radio-definition velocities ``vel_kms`` [km/s]."""
+    return _check_rest(rest_freq_hz) * (1.0 - np.asarray(vel_kms, dtype=np.float64) / C_KMS)
+
+
+def optical_to_radio_kms(vopt_kms):
+    """Radio-definition velocity [km/s] of optical-definition velocities ``c (f_rest / f - 1)`` [km/s]."""
+    return C_KMS * (1.0 - 1.0 / (1.0 + np.asarray(vopt_kms, dtype=np.float64) / C_KMS))
+
+
 __all__ = ["G_KMS2_PC_PER_MSUN", "ARCSEC_RAD", "C_M_S", "C_KMS", "FWHM_PER_SIGMA", "CO21_REST_HZ",
-           "CO10_REST_HZ", "INC_RANGE_DEG", "INC_RULE", "fwhm_to_sigma"]
+           "CO10_REST_HZ", "INC_RANGE_DEG", "INC_RULE", "fwhm_to_sigma", "radio_velocity_kms",
+           "radio_frequency_hz", "optical_to_radio_kms"]

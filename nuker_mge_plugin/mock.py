@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 
-from .constants import C_KMS, CO21_REST_HZ
+from .constants import C_KMS, CO21_REST_HZ, radio_frequency_hz
 from .dynamics.coords import SkyGrid
 from .dynamics.visibilities import alma_pb_fwhm_arcsec, direct_ft
 from .observation import REQUIRED_KEYS, load_observation, save_observation, validate_observation
@@ -85,7 +85,7 @@ def uvw_tracks(bl_enu, dec_deg, ha_h, lat_deg=ALMA_LAT_DEG):
 def channel_freqs(n_chan, dv_kms, vsys_kms, rest_hz=CO21_REST_HZ):
     """Channel centre frequencies [Hz] of KinMS channels k: v = vsys + (k - n_chan/2) dv (radio)."""
     vel = vsys_kms + (np.arange(n_chan) - n_chan / 2.0) * dv_kms
-    return rest_hz * (1.0 - vel / C_KMS)
+    return radio_frequency_hz(vel, rest_hz)
 
 
 def mock_observation(path=None, *, geom, sky, vsys_kms=1252.0, dec_deg=-5.8, ha_range_h=(-2.0, 2.0),

@@ -21,6 +21,8 @@ import zipfile
 
 import numpy as np
 
+from ._files import atomic_write
+
 __all__ = ["REQUIRED_KEYS", "check_visibilities", "validate_observation", "load_observation",
            "save_observation"]
 
@@ -161,11 +163,9 @@ def save_observation(path, d):
     """Validate ``d`` and write it as an observation ``.npz`` atomically (temporary file, then rename)."""
     validate_observation(d)
     path = os.fspath(path)
-    tmp = path + ".part.npz"
     arrays = {k: (np.array(json.dumps(val)) if k == "meta" and isinstance(val, dict) else val) for k, val in d.items()}
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:  # a file object: np.savez appends ".npz" to a name that lacks it
+            np.savez(f, **arrays)
+    atomic_write(path, write)

@@ -53,6 +53,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._files import atomic_write
 from .inference.config import ConfigError, _suggest, load_config
 
 __all__ = ["SurveyConfig", "SurveyGalaxy", "SchedulerConfig", "JobqueueConfig", "load_survey", "fit_galaxy",
@@ -588,12 +589,6 @@ def results_rows(galaxies, outcomes):
     return rows, cols
 
 
-def _atomic(path, write):
-    tmp = f"{path}.part"
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def write_results_table(out_dir, rows, cols):
     """``OUT/results.csv`` and ``OUT/results.ecsv`` (astropy), both written atomically."""
     out = Path(out_dir)
@@ -605,13 +600,13 @@ def write_results_table(out_dir, rows, cols):
             for r in rows:
                 w.writerow({c: (repr(v) if isinstance(v, float) and math.isfinite(v) else
                                 ("nan" if isinstance(v, float) else v)) for c, v in r.items()})
-    _atomic(out / "results.csv", csv_)
+    atomic_write(out / "results.csv", csv_)
     from astropy.table import Table
     t = Table(rows=[[r[c] for c in cols] for r in rows] if rows else None, names=cols,
               dtype=[str if c in ("galaxy", "status", "converged", "worker", "error", "warnings") else float
                      for c in cols])
     t.meta["description"] = "nuker-mge survey results: one row per galaxy (see docs/survey.rst)"
-    _atomic(out / "results.ecsv", lambda tmp: t.write(tmp, format="ascii.ecsv", overwrite=True))
+    atomic_write(out / "results.ecsv", lambda tmp: t.write(tmp, format="ascii.ecsv", overwrite=True))
     return out / "results.csv", out / "results.ecsv"
 
 
@@ -648,7 +643,7 @@ def plot_survey(path, rows):
         ax.legend(loc="best", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    _atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     return path
 
 
@@ -817,7 +812,7 @@ def _last_worker(g):
 def _write_survey_record(out, survey):
     rec = dict(source=survey.source, retries=survey.retries, scheduler=survey.scheduler.kind,
                galaxies={g.name: g.config for g in survey.galaxies})
-    _atomic(out / "survey.json", lambda tmp: Path(tmp).write_text(json.dumps(rec, indent=2) + "\n"))
+    atomic_write(out / "survey.json", lambda tmp: Path(tmp).write_text(json.dumps(rec, indent=2) + "\n"))
 
 
 def describe_plan(survey):

@@ -57,6 +57,7 @@ from scipy.special import i0
 
 from ..constants import ARCSEC_RAD, C_M_S
 from .coords import SkyGrid, UVGrid
+from .gridder import kaiser_bessel
 
 __all__ = ["ARCSEC_RAD", "SkyGrid", "UVGrid", "primary_beam", "alma_pb_fwhm_arcsec", "cube_to_vis", "direct_ft",
            "GriddedModel", "nufft_kernel_params"]
@@ -241,9 +242,8 @@ def nufft_kernel_params(oversample=2.0, tol=1e-6):
 
 
 def _kb(z, W, beta):
-    """KB kernel at z [oversampled cells], support |z| < W/2, unit peak."""
-    a = 1.0 - (2.0 * z / W) ** 2
-    return np.where(a > 0, i0(beta * np.sqrt(np.clip(a, 0.0, None))) / i0(beta), 0.0)
+    """KB kernel at z [oversampled cells], support |z| < W/2, unit peak (the gridder's window)."""
+    return kaiser_bessel(2.0 * np.asarray(z, dtype=np.float64) / W, beta)
 
 
 def _kb_hat(xi, W, beta):

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._files import atomic_write
 from ..basis import MASS_R0_PC, SIGMA_GRID_PC, metric_radii_pc
 from ..projector import gaussian_enclosed_mass_2d
 from .data import make_sampler, profile_targets, sample_box, training_radii_pc, unit_to_params
@@ -212,12 +213,6 @@ def _seed_everything(seed, device):
     torch.manual_seed(seed)
 
 
-def _save_atomic(obj, path):
-    tmp = Path(str(path) + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 class Trainer:
     """State of one training run: model, optimiser, samplers, step counter and logs."""
 
@@ -256,7 +251,8 @@ class Trainer:
 
     def save_checkpoint(self):
         self.out.mkdir(parents=True, exist_ok=True)
-        _save_atomic(self.state(), self.out / CHECKPOINT_FILE)
+        state = self.state()
+        atomic_write(self.out / CHECKPOINT_FILE, lambda tmp: torch.save(state, tmp))
 
     def load_checkpoint(self, path):
         st = torch.load(path, map_location=self.device, weights_only=False)

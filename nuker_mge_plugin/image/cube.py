@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..constants import C_KMS
+from ..constants import optical_to_radio_kms, radio_frequency_hz, radio_velocity_kms
 
 __all__ = ["ImageCube", "read_image_cube", "is_image_cube", "image_cube_grid", "MAX_CHANNEL_SHIFT",
            "VELOCITY_CONVENTIONS"]
@@ -222,12 +222,11 @@ def _channel_velocities(path, w, n_chan, rest_freq_hz, convention):
         raise _fail(path, f"spectral axis unit {unit!r} is not understood (expects Hz or m/s)")
     if kind == "FREQ":
         freq = world * scale
-        vrad = C_KMS * (1.0 - freq / rest_freq_hz)
+        vrad = radio_velocity_kms(freq, rest_freq_hz)
     elif kind == "VRAD":
         vrad = world * scale
     elif kind in ("VOPT", "FELO"):
-        vopt = world * scale
-        vrad = C_KMS * (1.0 - 1.0 / (1.0 + vopt / C_KMS))
+        vrad = optical_to_radio_kms(world * scale)
     else:
         raise _fail(path, f"spectral axis {ctype!r} is not supported (expects FREQ, VRAD, VOPT, FELO, VELO)")
     return vrad, kind
@@ -348,7 +347,7 @@ def read_image_cube(path, *, n_pix=None, rest_freq_hz=None, centre_radec_deg=Non
         raise _fail(path, f"the spectral axis has {n_chan} channel(s); at least 2 are needed")
     vrad, kind = _channel_velocities(path, w, n_chan, rest, velocity_convention)
     vel, shift = _linear_axis(path, vrad)
-    freq = rest * (1.0 - vel / C_KMS)
+    freq = radio_frequency_hz(vel, rest)
 
     # the cut-out: pixel positions in the (possibly flipped) sky layout
     cd = w.wcs.get_cdelt() * np.diag(w.wcs.get_pc())

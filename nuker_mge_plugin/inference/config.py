@@ -65,7 +65,7 @@ from pathlib import Path
 import numpy as np
 
 from ..basis import pc_per_arcsec
-from ..constants import C_KMS, CO21_REST_HZ
+from ..constants import CO21_REST_HZ, radio_velocity_kms
 from ..nuker import ALPHA_RANGE, BETA_MINUS_GAMMA_RANGE, GAMMA_RANGE, R_B_PC_RANGE
 from .parameters import DATA_RANGE_NAMES, DOMAINS, EXTRA_PARAMETER_NAMES, PARAMETER_NAMES, UNITS, _domain_text
 from .parameters import TABLE1 as _P_TABLE1
@@ -1100,8 +1100,7 @@ def load_config(path, *, check_files=True):
 
 def channel_velocities_kms(chan_freq_hz, rest_freq_hz):
     """Radio-definition velocities ``v = c (1 - f / f0)`` [km/s] of channel frequencies [Hz]."""
-    f = np.asarray(chan_freq_hz, dtype=np.float64)
-    return C_KMS * (1.0 - f / float(rest_freq_hz))
+    return radio_velocity_kms(chan_freq_hz, rest_freq_hz)
 
 
 def resolve_data_priors(cfg, *, chan_velocity_kms=None, chan_freq_hz=None, field_arcsec=None):

@@ -27,7 +27,6 @@ arXiv:2511.20746 (docs/references.rst).
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._files import atomic_write
 from ..dynamics.coords import SkyGrid
 from ..dynamics.gridder import grid_visibilities
 from ..dynamics.visibilities import GriddedModel, alma_pb_fwhm_arcsec
@@ -570,13 +570,6 @@ def sampler_messages(report, s, *, n_draws, stopped="draws", divergences_per_cha
     return info, warnings
 
 
-def _atomic_json(path, obj):
-    tmp = f"{path}.part"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
 def run_fit(cfg, out_dir=None, *, resume=False, progress=True, log=print):
     """Run the whole fit of a :class:`FitConfig`; returns the summary dict (also ``summary.json``).
 
@@ -618,7 +611,7 @@ def run_fit(cfg, out_dir=None, *, resume=False, progress=True, log=print):
         map_this_call = True
         m = fit_map(prob, gen, progress=progress, log=log)
         z_map = torch.tensor(m["z"], dtype=dt, device=dev)
-        _atomic_json(map_path, m)
+        atomic_write(map_path, lambda tmp: Path(tmp).write_text(json.dumps(m, indent=2)))
         log(f"MAP: log-posterior {m['log_prob']:.6g}, chi^2/cell {m['chi2_per_cell']:.4f} "
             f"({m['n_evals']} evaluations, {m['wall_time_s']:.0f} s)")
 

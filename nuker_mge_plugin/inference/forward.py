@@ -33,7 +33,7 @@ import torch
 
 from ..backends import get_backend
 from ..basis import SIGMA_GRID_PC, pc_per_arcsec
-from ..constants import C_KMS
+from ..constants import radio_velocity_kms
 from ..dynamics.coords import SkyGrid
 from ..dynamics.cube import GasCube
 from ..dynamics.vcirc import vcirc_qintr
@@ -42,14 +42,6 @@ __all__ = ["radio_velocity_kms", "channel_axis", "NukerDiscModel", "SURFACE_BRIG
 
 #: Gas surface-brightness profiles of :class:`NukerDiscModel`.
 SURFACE_BRIGHTNESS = ("exponential", "ring")
-
-
-def radio_velocity_kms(freq_hz, rest_freq_hz):
-    """Radio-definition velocity v = c (1 - f / f_rest) [km/s] of frequencies ``freq_hz`` [Hz]."""
-    freq_hz = np.asarray(freq_hz, dtype=np.float64)
-    if not (np.isfinite(rest_freq_hz) and rest_freq_hz > 0):
-        raise ValueError(f"rest_freq_hz = {rest_freq_hz!r} is invalid: it must be finite and > 0 [Hz]")
-    return C_KMS * (1.0 - freq_hz / rest_freq_hz)
 
 
 def channel_axis(chan_freq_hz, rest_freq_hz):

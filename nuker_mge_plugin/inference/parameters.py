@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["PARAMETER_NAMES", "EXTRA_PARAMETER_NAMES", "TABLE1", "UNITS", "DOMAINS", "DATA_RANGE_NAMES",
-           "ParameterSpace", "BoundPileup", "piled_up_at_bounds"]
+           "ParameterSpace", "BoundPileup", "bound_pileup_sides", "piled_up_at_bounds"]
 
 #: The 15 parameter names, in the canonical (Table-1) order.
 PARAMETER_NAMES = ("scale_length", "log10_mbh", "inclination", "qintr", "alpha", "gamma_minus_beta",
@@ -568,12 +568,61 @@ class ParameterSpace:
                                   min_fraction=min_fraction, width=width)
 
 
-def piled_up_at_bounds(samples, bounds, *, min_fraction=0.05, width=0.01):
-    """Report the parameters with at least ``min_fraction`` of their draws within ``width`` of a bound.
+def bound_pileup_sides(x, low, high, *, density_ratio=0.5, min_excess=2.0, width=0.01):
+    """The sides of ``[low, high]`` against which the draws ``x`` pile up: the package's one criterion.
 
-    A draw is "at" the low bound if ``theta <= low + width (high - low)`` (likewise for high). A
-    posterior flat over the whole range has a fraction ``width`` at each bound, so the default flags
-    5x that; see the module docstring for how such a posterior shows and what to do.
+    A side is flagged when the marginal density right at the bound does not fall off (at least
+    ``density_ratio`` of the marginal's peak) and exceeds a flat posterior's density over the
+    prior range ``min_excess`` times: a posterior cut off by the prior, not a broad one filling
+    it. Densities are counts in bins of width ``h = min(width (high - low), 0.2 s)``, ``s`` half
+    the 16-84% range of the draws; at least 10 draws must lie within ``h`` of the bound.
+
+    Parameters
+    ----------
+    x : array_like
+        Constrained draws of one parameter, any shape [parameter unit]; non-finite ones are ignored.
+    low, high : float
+        Its prior range [parameter unit].
+    density_ratio, min_excess, width : float
+        The thresholds above (defaults 0.5, 2, 0.01).
+
+    Returns
+    -------
+    list of dict
+        ``{"side": "low" | "high", "bound": float, "density_ratio": float, "fraction": float}`` per
+        flagged side, ``fraction`` the fraction of draws within ``width (high - low)`` of the bound.
+    """
+    x = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=float).ravel()
+    x = x[np.isfinite(x)]
+    lo, hi = float(low), float(high)
+    if x.size == 0:
+        return []
+    q16, q84 = np.percentile(x, [16, 84])
+    s = 0.5 * (q84 - q16)
+    h = min(width * (hi - lo), 0.2 * s) if s > 0 else width * (hi - lo)
+    # peak density at the same resolution, over the central 99% so that outliers add no bins
+    a0, a1 = np.percentile(x, [0.5, 99.5])
+    nb = int(min(max((a1 - a0) / h, 1), 2000))
+    counts, _ = np.histogram(x, bins=nb, range=(a0, a1 if a1 > a0 else a0 + h))
+    peak = counts.max() / (x.size * (a1 - a0 if a1 > a0 else h) / nb)
+    flat = 1.0 / (hi - lo)
+    tol = width * (hi - lo)
+    flags = []
+    for side, b, near, within in (("low", lo, x <= lo + h, x <= lo + tol), ("high", hi, x >= hi - h, x >= hi - tol)):
+        cnt = int(near.sum())
+        dens = cnt / (x.size * h)
+        if cnt >= 10 and dens >= density_ratio * peak and dens >= min_excess * flat:
+            flags.append(dict(side=side, bound=b, density_ratio=float(dens / peak), fraction=float(np.mean(within))))
+    return flags
+
+
+def piled_up_at_bounds(samples, bounds, *, min_fraction=0.05, width=0.01):
+    """Report the parameters whose draws pile up at a bound (:func:`bound_pileup_sides`).
+
+    A side is reported when :func:`bound_pileup_sides` flags it (the criterion the fit's summary
+    uses) and at least ``min_fraction`` of the draws lie within ``width`` of it: a draw is "at" the
+    low bound if ``theta <= low + width (high - low)`` (likewise for high). A posterior flat over the
+    whole range is never flagged; see the module docstring for how a piled-up posterior shows.
 
     Parameters
     ----------
@@ -599,14 +648,8 @@ def piled_up_at_bounds(samples, bounds, *, min_fraction=0.05, width=0.01):
     for name, s in samples.items():
         if name not in bounds:
             raise ValueError(f"samples: {name!r} has no entry in bounds")
-        lo, hi = bounds[name]
-        a = np.asarray(s.detach().cpu() if isinstance(s, torch.Tensor) else s, dtype=float).ravel()
-        a = a[np.isfinite(a)]
-        if a.size == 0:
-            continue
-        tol = width * (hi - lo)
-        for side, bound, frac in (("low", lo, np.mean(a <= lo + tol)), ("high", hi, np.mean(a >= hi - tol))):
-            if frac >= min_fraction:
-                out.append(BoundPileup(name, side, float(bound), float(frac)))
+        for f in bound_pileup_sides(s, *bounds[name], width=width):
+            if f["fraction"] >= min_fraction:
+                out.append(BoundPileup(name, f["side"], f["bound"], f["fraction"]))
     out.sort(key=lambda p: -p.fraction)
     return out

@@ -26,25 +26,14 @@ positive offsets is redshifted.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
+from .._files import atomic_write
+
 __all__ = ["sky_header", "write_cube_fits", "write_image_fits", "pv_diagram", "results_table", "plot_pv",
            "write_products"]
-
-
-def _atomic(path, write):
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.part")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def sky_header(n_x, n_y, cell_arcsec, *, ra_deg=0.0, dec_deg=0.0, position_known=True, velocity_kms=None,
@@ -115,7 +104,7 @@ def write_cube_fits(path, cube, header):
     if c.ndim != 3:
         raise ValueError(f"write_cube_fits: expects a (n_chan, ny, nx) cube, got shape {c.shape}")
     hdu = fits.PrimaryHDU(c, header=header)
-    return _atomic(path, lambda tmp: hdu.writeto(tmp, output_verify="exception"))
+    return Path(atomic_write(path, lambda tmp: hdu.writeto(tmp, output_verify="exception", overwrite=True)))
 
 
 def write_image_fits(path, image, header, bunit):
@@ -127,7 +116,7 @@ def write_image_fits(path, image, header, bunit):
         h.remove(k, ignore_missing=True)
     h["BUNIT"] = bunit
     hdu = fits.PrimaryHDU(np.asarray(image, dtype=np.float32), header=h)
-    return _atomic(path, lambda tmp: hdu.writeto(tmp, output_verify="exception"))
+    return Path(atomic_write(path, lambda tmp: hdu.writeto(tmp, output_verify="exception", overwrite=True)))
 
 
 def pv_diagram(cube, cell_arcsec, pa_deg, *, centre_arcsec=(0.0, 0.0), width_pix=1, n_offsets=None):
@@ -308,13 +297,15 @@ def write_products(out, maps, summary, *, model_sky=None, pa_deg, centre_arcsec,
         h["PA"] = (float(pa_deg), "slit PA [deg], N through E to the receding side")
         h["COMMENT"] = "offset along the major axis from the disc centre, positive towards the receding side"
         hdu = fits.PrimaryHDU(pv.T.astype(np.float32), header=h)
-        paths[f"pv_{name}"] = _atomic(out / f"pv_{name}.fits", lambda tmp, hdu=hdu: hdu.writeto(tmp))
+        paths[f"pv_{name}"] = atomic_write(out / f"pv_{name}.fits",
+                                           lambda tmp, hdu=hdu: hdu.writeto(tmp, overwrite=True))
     if figures:
         fig = plot_pv(off, vel, {"data": pvs["data"], "model": pvs["model"], "residual": pvs["residual"]},
                       vsys_kms=vsys_kms, title=f"major axis, PA = {pa_deg:.1f} deg")
-        paths["pv_png"] = _atomic(out / "pv.png", lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+        paths["pv_png"] = atomic_write(out / "pv.png", lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
         from .plots import _plt
         _plt().close(fig)
     tab = results_table(summary)
-    paths["results_ecsv"] = _atomic(out / "results.ecsv", lambda tmp: tab.write(tmp, format="ascii.ecsv"))
+    paths["results_ecsv"] = atomic_write(out / "results.ecsv",
+                                         lambda tmp: tab.write(tmp, format="ascii.ecsv", overwrite=True))
     return paths

@@ -37,14 +37,15 @@ import datetime
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from .._files import atomic_write
 from ..sampling.diagnostics import ESS_MIN, RHAT_MAX, convergence, ess_bulk, ess_tail, rhat
 from .config import TABLE1
+from .parameters import bound_pileup_sides
 
 __all__ = ["validate_draws", "rhat", "ess_bulk", "ess_tail", "hdi", "thin_draws", "vcirc_band", "at_bound",
            "summarize", "write_summary_json", "write_posterior_netcdf", "read_posterior_netcdf", "write_results",
@@ -194,11 +195,8 @@ def vcirc_band(vcirc_draws, radius_arcsec):
 def at_bound(draws, priors, *, density_ratio=0.5, min_excess=2.0, width=0.01):
     """Free parameters whose posterior piles up against a bound of their prior range.
 
-    A side is flagged when the marginal density right at the bound does not fall off (at least
-    ``density_ratio`` of the marginal's peak) and exceeds a flat posterior's density over the
-    prior range ``min_excess`` times: a posterior cut off by the prior, not a broad one filling
-    it. Densities are counts in bins of width ``h = min(width (high - low), 0.2 s)``, ``s`` half
-    the 16-84% range of the draws; at least 10 draws must lie within ``h`` of the bound.
+    The criterion is :func:`~nuker_mge_plugin.inference.parameters.bound_pileup_sides`, applied to
+    every parameter of ``draws`` that has a range in ``priors``.
 
     Parameters
     ----------
@@ -213,32 +211,17 @@ def at_bound(draws, priors, *, density_ratio=0.5, min_excess=2.0, width=0.01):
     dict
         ``name -> [{"side": "low" | "high", "bound": float, "density_ratio": float,
         "fraction_within_1pct": float}, ...]`` for flagged parameters only.
-        ``fraction_within_1pct`` is the fraction of draws within 1% of the range of the bound.
+        ``fraction_within_1pct`` is the fraction of draws within ``width`` (1%) of the range of the bound.
     """
     d, _ = validate_draws(draws)
     out = {}
     for name, a in d.items():
         if name not in priors:
             continue
-        lo, hi = (float(v) for v in priors[name])
-        x = a.ravel()
-        q16, q84 = np.percentile(x, [16, 84])
-        s = 0.5 * (q84 - q16)
-        h = min(width * (hi - lo), 0.2 * s) if s > 0 else width * (hi - lo)
-        # peak density at the same resolution, over the central 99% so that outliers add no bins
-        a0, a1 = np.percentile(x, [0.5, 99.5])
-        nb = int(min(max((a1 - a0) / h, 1), 2000))
-        counts, _ = np.histogram(x, bins=nb, range=(a0, a1 if a1 > a0 else a0 + h))
-        peak = counts.max() / (x.size * (a1 - a0 if a1 > a0 else h) / nb)
-        flat = 1.0 / (hi - lo)
-        flags = []
-        for side, b, near in (("low", lo, x <= lo + h), ("high", hi, x >= hi - h)):
-            cnt = int(near.sum())
-            dens = cnt / (x.size * h)
-            if cnt >= 10 and dens >= density_ratio * peak and dens >= min_excess * flat:
-                tol = 0.01 * (hi - lo)
-                frac = float(np.mean(x <= lo + tol) if side == "low" else np.mean(x >= hi - tol))
-                flags.append(dict(side=side, bound=b, density_ratio=float(dens / peak), fraction_within_1pct=frac))
+        flags = [dict(side=f["side"], bound=f["bound"], density_ratio=f["density_ratio"],
+                      fraction_within_1pct=f["fraction"])
+                 for f in bound_pileup_sides(a, *priors[name], density_ratio=density_ratio, min_excess=min_excess,
+                                             width=width)]
         if flags:
             out[name] = flags
     return out
@@ -369,19 +352,9 @@ def _plain(o):
 
 
 def _atomic_write(path, write):
-    """Write via a temporary file in the same directory, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return str(path)
+    """:func:`atomic_write` into ``path``'s folder (made if absent); returns the path as a str."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return str(atomic_write(path, write))
 
 
 def write_summary_json(path, summary):
