@@ -13,5 +13,7 @@ __version__ = "0.1.0"
 from .basis import SIGMA_GRID_PC, pc_per_arcsec  # noqa: E402
 from .nuker import nuker_surface_density  # noqa: E402
 from .mge import MGE, nuker_to_mge  # noqa: E402
+from ._warnings import FitWarning  # noqa: E402
 
-__all__ = ["MGE", "nuker_to_mge", "nuker_surface_density", "SIGMA_GRID_PC", "pc_per_arcsec", "__version__"]
+__all__ = ["MGE", "nuker_to_mge", "FitWarning", "nuker_surface_density", "SIGMA_GRID_PC", "pc_per_arcsec",
+           "__version__"]

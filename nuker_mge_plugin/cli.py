@@ -11,6 +11,7 @@ import numpy as np
 
 from . import __version__
 from ._files import StagedFiles, check_output_dir, check_output_file
+from ._warnings import silence_fit_warnings
 from .backends import BACKENDS, REGISTRY
 from .constants import C_KMS
 
@@ -245,6 +246,7 @@ def _cmd_mock(args):
 def _cmd_fit(args):
     from .inference.config import load_config
     from .inference.fit import run_fit
+    silence_fit_warnings()  # run_fit logs every warning line itself
     cfg = load_config(args.config)
     summary = run_fit(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     if args.strict and not summary["diagnostics"]["converged"]:
@@ -334,6 +336,7 @@ def _cmd_demo(args):
     print(f"3/3 the fit: gridding, MAP, Fisher matrix, {sampler}")
     fit_dir = os.path.join(args.out, f"fit{suffix}")
     # the verdict (converged, or a warning line) is run_fit's last line; the demo exits 0 either way
+    silence_fit_warnings()
     run_fit(cfg, fit_dir, resume=os.path.exists(os.path.join(fit_dir, "map.json")), progress=not args.no_progress)
     return 0
 

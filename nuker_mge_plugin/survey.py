@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._files import atomic_write
+from ._warnings import silence_fit_warnings
 from .inference.config import ConfigError, _suggest, load_config
 
 __all__ = ["SurveyConfig", "SurveyGalaxy", "SchedulerConfig", "JobqueueConfig", "load_survey", "fit_galaxy",
@@ -425,6 +426,7 @@ def fit_galaxy(name, config_path, out_dir, torch_threads=None):
             cfg = load_config(config_path)
             # any dask computation inside the fit (xarray, arviz) stays in this thread: on a worker
             # dask's default would send it back to the cluster, whose threads the fits occupy
+            silence_fit_warnings()  # the fit's warning lines are in its log and in results.csv
             with _local_dask():
                 run_fit(cfg, out, resume=True, progress=False, log=log)
         except BaseException as e:

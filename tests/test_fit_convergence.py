@@ -11,6 +11,7 @@ import json
 import sys
 import tomllib
 import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,26 @@ def test_nuts_dispatch_unconverged_with_divergences(mock_dir, tmp_path, fake_nut
     assert any(ln.startswith("sampler: NUTS, 2 chains: 40 warm-up iterations") for ln in lines)
     on_disk = json.loads((tmp_path / "fit" / "summary.json").read_text())
     assert on_disk["warnings"] == s["warnings"] and on_disk["sampler"] == s["sampler"]
+
+
+def test_unconverged_fit_issues_fit_warnings_that_callers_can_turn_into_errors(mock_dir, tmp_path, fake_nuts):
+    """Python callers see the warning lines as FitWarning; the CLI's filter silences them (it logs them)."""
+    from nuker_mge_plugin import FitWarning
+    from nuker_mge_plugin._warnings import silence_fit_warnings
+
+    fake_nuts["result"] = dict(offset=3.0, stopped="max_draws", divergences=[2, 0], n=400)
+    cfg = _quick_config(mock_dir, tmp_path / "fit", "nuts", warmup=40, draws=400, max_draws=400, block_draws=50,
+                        checkpoint_every=0)
+    with pytest.warns(FitWarning) as record:
+        s = fit.run_fit(cfg, progress=False, log=lambda *a: None)
+    issued = [str(w.message) for w in record if issubclass(w.category, FitWarning)]
+    assert any(m.startswith("the chains have NOT converged") for m in issued)
+    assert any(m.startswith("2 divergent NUTS transitions") for m in issued)
+    assert [f"warning: {m}" for m in issued] == s["warnings"]   # each warning line once, in order
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                            # any warning would raise here
+        silence_fit_warnings()
+        fit.run_fit(cfg, tmp_path / "again", progress=False, log=lambda *a: None)
 
 
 def test_mala_dispatch_converged(mock_dir, tmp_path, monkeypatch):

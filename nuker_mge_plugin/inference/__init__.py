@@ -8,6 +8,7 @@ Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profil
 arXiv:2511.20746 (docs/references.rst).
 """
 
+from .._warnings import FitWarning
 from .parameters import (DATA_RANGE_NAMES, DOMAINS, PARAMETER_NAMES, TABLE1, UNITS, BoundPileup,
                          ParameterSpace, piled_up_at_bounds)
 from .fisher import (FisherResult, empirical_fisher, fisher_covariance, fisher_from_jacobian, hessian_fisher,
@@ -21,5 +22,5 @@ __all__ = [
     "FisherResult", "residual_jacobian", "fisher_from_jacobian", "fisher_covariance", "empirical_fisher",
     "hessian_fisher", "student_t_fisher_weight",
     "TARGET_ACCEPT", "optimal_step_size", "value_and_grad", "MALAState", "MALA", "MALASchedule", "StepInfo",
-    "MALAResult", "run_mala", "load_checkpoint_result",
+    "MALAResult", "run_mala", "load_checkpoint_result", "FitWarning",
 ]

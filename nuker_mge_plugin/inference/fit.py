@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .._files import atomic_write
+from .._warnings import FitWarning, log_warning
 from ..dynamics.coords import SkyGrid
 from ..dynamics.gridder import grid_visibilities
 from ..dynamics.visibilities import GriddedModel, alma_pb_fwhm_arcsec
@@ -48,7 +49,7 @@ from .optimize import find_map, screen_starts
 from .parameters import ParameterSpace
 
 __all__ = ["FitProblem", "build_problem", "map_starts", "fit_map", "subpixel_warning", "discretisation_shift",
-           "mala_schedule", "nuts_settings", "run_sampler", "sampler_messages", "run_fit"]
+           "mala_schedule", "nuts_settings", "run_sampler", "sampler_messages", "run_fit", "FitWarning"]
 
 
 @dataclass
@@ -575,7 +576,8 @@ def run_fit(cfg, out_dir=None, *, resume=False, progress=True, log=print):
 
     ``summary["diagnostics"]["converged"]`` says whether the chains converged (R-hat <= 1.01, bulk
     and tail ESS >= 400 for every free parameter); the last lines logged say so too, a ``warning:``
-    line when they did not (also in ``summary["warnings"]``).
+    line when they did not (also in ``summary["warnings"]``). Every ``warning:`` line is also issued
+    as a :class:`~nuker_mge_plugin.FitWarning` (Python's ``warnings``), which callers can filter.
 
     ``out_dir`` defaults to the configuration's ``output.dir``. With ``resume=True`` a killed run
     continues from its checkpoints (the MAP and first Fisher matrix are read back, the chains
@@ -619,7 +621,7 @@ def run_fit(cfg, out_dir=None, *, resume=False, progress=True, log=print):
     check = discretisation_shift(prob, z_map, fish.covariance)
     lines = [subpixel_warning(cfg, {**space.fixed, **m["theta"]}), discretisation_message(check)]
     for line in filter(None, lines):
-        log(line)
+        log_warning(line, log)
     m = {**m, "warnings": [w for w in lines if w and w.startswith("warning")], "discretisation": check}
     log(f"sampler: {_sampler_line(cfg.sampler)}")
     t_sample = time.perf_counter()
@@ -736,5 +738,5 @@ def write_fit_results(prob, res, out, *, map_info, wall_time_s, log=print):
         f"acceptance {_fmt(s['acceptance'], '.3f')}, wall time {wall_time_s:.0f} s; wrote {out}")
     # the verdict last, where it is seen: one line either way (and one per further warning)
     for line in filter(None, [verdict, *sampler_warnings]):
-        log(line)
+        log_warning(line, log)
     return s
