@@ -8,6 +8,7 @@ so a failed command leaves no partial or stale-looking output behind.
 """
 
 import contextlib
+import math
 import os
 import tempfile
 
@@ -116,3 +117,24 @@ def atomic_write(path, write):
         write(files.stage(path))
         files.commit()
     return path
+
+
+def fits_truncation(hdu, path):
+    """``(bytes the header describes, bytes the file holds)`` of ``hdu``'s data when the file at
+    ``path`` is too short for them, else None. The FITS standard's size,
+    ``|BITPIX| / 8 * GCOUNT * (PCOUNT + NAXIS1 * ... * NAXISn)`` (NAXIS1 left out of the product
+    for random groups), judged from the header alone: nothing is read. Compressed HDUs are skipped
+    (their header describes the uncompressed image)."""
+    from astropy.io import fits
+
+    if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.GroupsHDU)):
+        return None
+    h = hdu.header
+    n_axes = int(h.get("NAXIS", 0))
+    first = 2 if h.get("GROUPS", False) else 1
+    if n_axes < first:
+        return None
+    count = math.prod(int(h[f"NAXIS{i}"]) for i in range(first, n_axes + 1))
+    expected = abs(int(h.get("BITPIX", 8))) // 8 * int(h.get("GCOUNT", 1)) * (int(h.get("PCOUNT", 0)) + count)
+    held = max(os.path.getsize(path) - hdu.fileinfo()["datLoc"], 0)
+    return (expected, held) if held < expected else None

@@ -295,3 +295,24 @@ def test_primary_beam_image_is_cut_out_with_the_cube(tmp_path):
         read_image_cube(cube, rms_jy_beam=0.01, pb_path=tmp_path / "small.fits")
     with pytest.raises(ValueError, match="must be FITS"):
         read_image_cube(cube, rms_jy_beam=0.01, pb_path=tmp_path / "pb.img")
+
+
+@pytest.mark.parametrize("damage, message", [("corrupt", "not a readable FITS file"),
+                                             ("truncated", "the file is truncated")])
+def test_damaged_cube_fit_is_one_line_exit_2_and_leaves_no_output(tmp_path, capfd, monkeypatch, damage, message):
+    """astropy's multi-line warnings stay out; the error names the file; no output folder is made."""
+    from nuker_mge_plugin.cli import main
+
+    good = _write(tmp_path / "good.fits", np.ones((8, 8, 6)))
+    blob = good.read_bytes()
+    path = tmp_path / "bad.fits"
+    path.write_bytes(blob[:2000] if damage == "corrupt" else blob[:len(blob) - 2880])
+    (tmp_path / "fit.toml").write_text('[data]\npath = "bad.fits"\nrms_jy_beam = 0.1\n[galaxy]\ndistance_mpc = 16.5\n'
+                                       '[output]\ndir = "out"\n')
+    monkeypatch.chdir(tmp_path)
+    rc = main(["fit", "fit.toml"])
+    out, err = capfd.readouterr()
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("nuker-mge: error: "), (rc, out, err)
+    assert str(path) in lines[0] and message in lines[0]
+    assert not (tmp_path / "out").exists()

@@ -246,3 +246,16 @@ def test_uvfits_without_uu_vv_fails_in_one_line(tmp_path):
     with pytest.raises(ValueError, match=r"nouv\.uvfits.*UU") as e:
         read_uvfits(p)
     assert "\n" not in str(e.value)
+
+
+def test_truncated_uvfits_fails_in_one_line_naming_the_file(tmp_path, capfd):
+    uu, vv, a1, a2 = snapshot_uv()
+    vis = np.ones((uu.size, 1, 3, 2), complex)
+    p = write_uvfits(tmp_path / "t.uvfits", uu_s=uu, vv_s=vv, ant1=a1, ant2=a2, vis=vis, weight=np.ones(vis.shape))
+    blob = open(p, "rb").read()
+    cut = tmp_path / "cut.uvfits"
+    cut.write_bytes(blob[:len(blob) // 2])
+    with pytest.raises(ValueError, match="the file is truncated") as e:
+        read_uvfits(cut)
+    assert str(e.value).startswith(str(cut)) and "\n" not in str(e.value)
+    assert capfd.readouterr().err == ""   # astropy's "File may have been truncated" stays out

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import fits_truncation
 from ..constants import optical_to_radio_kms, radio_frequency_hz, radio_velocity_kms
 
 __all__ = ["ImageCube", "read_image_cube", "is_image_cube", "image_cube_grid", "MAX_CHANNEL_SHIFT",
@@ -130,10 +131,17 @@ def _open(path):
     p = Path(path)
     if not p.is_file():
         raise _fail(path, "no such file")
-    try:
-        hdul = fits.open(p, memmap=False)
-    except OSError as e:
-        raise _fail(path, f"not a readable FITS file ({e})") from None
+    from astropy.utils.exceptions import AstropyUserWarning
+
+    # astropy logs multi-line warnings before failing on a corrupt or truncated file: our one line
+    # says it (a truncated array fails where it is read, _read_sky)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        warnings.simplefilter("ignore", AstropyUserWarning)
+        try:
+            hdul = fits.open(p, memmap=False)
+        except OSError as e:
+            raise _fail(path, f"not a readable FITS file ({e})") from None
     for hdu in hdul:  # judged by the header: hdu.data would read the whole array
         h = hdu.header
         if h.get("NAXIS", 0) >= 3 and all(h.get(f"NAXIS{i}", 0) > 0 for i in range(1, h["NAXIS"] + 1)):
@@ -203,6 +211,10 @@ def _read_sky(path, what):
     hdul, hdu = _open(path)
     with hdul:
         h = hdu.header.copy()
+        short = fits_truncation(hdu, path)
+        if short:
+            raise _fail(path, f"the file is truncated: its header describes {short[0]} bytes of data, the file "
+                              f"holds {short[1]}")
         raw = np.array(hdu.data)
     w = _wcs(path, h)
     return _to_sky_layout(raw, w, *_axes(path, w), path, what), h, w

@@ -585,10 +585,10 @@ def run_fit(cfg, out_dir=None, *, resume=False, progress=True, log=print):
     """
     t0 = time.perf_counter()
     out = Path(out_dir if out_dir is not None else cfg.output.dir)
-    out.mkdir(parents=True, exist_ok=True)
     if cfg.sampler.threads:
         torch.set_num_threads(cfg.sampler.threads)
     prob = build_problem(cfg, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)  # after the data are read: a bad input leaves nothing behind
     cfg, space = prob.config, prob.space
     rep = prob.gridded.report
     if cfg.data.is_image:

@@ -35,9 +35,11 @@ its SOURCE parameter only. The result is bitwise the same for any ``chunk_rows``
 
 import mmap
 import os
+import warnings
 
 import numpy as np
 
+from .._files import fits_truncation
 from ..constants import C_M_S
 from ._common import KeptSamples, average_polarisations, block_rows, parallel_hands, parse_channels, source_path
 
@@ -157,12 +159,21 @@ def read_uvfits(path, *, field=None, spw=None, datacolumn="DATA", channels=None,
     if not is_fits(path):
         raise ValueError(f"{path}: not a FITS file")
     block_rows(chunk_rows, 1)  # a bad chunk_rows fails before anything is read
-    try:
-        hdul = fits.open(path, memmap=True)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable FITS file ({' '.join(str(err).split())})") from None
+    from astropy.utils.exceptions import AstropyUserWarning
+
+    with warnings.catch_warnings():  # astropy's multi-line warnings: the one-line errors below say it
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        warnings.simplefilter("ignore", AstropyUserWarning)
+        try:
+            hdul = fits.open(path, memmap=True)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: not a readable FITS file ({' '.join(str(err).split())})") from None
     with hdul:
         hdu = hdul[0]
+        short = fits_truncation(hdu, path)
+        if short:
+            raise ValueError(f"{path}: the file is truncated: its header describes {short[0]} bytes of data, "
+                             f"the file holds {short[1]}")
         hdr = hdu.header
         if not hdr.get("GROUPS", False) or not isinstance(hdu, fits.GroupsHDU):
             raise ValueError(f"{path}: not a UVFITS file (the primary HDU is not random groups)")
