@@ -10,6 +10,7 @@ import sys
 import numpy as np
 
 from . import __version__
+from ._argparse import HelpFormatter
 from ._files import StagedFiles, check_output_dir, check_output_file
 from ._warnings import silence_fit_warnings
 from .backends import BACKENDS, REGISTRY
@@ -35,16 +36,6 @@ EXIT_UNCONVERGED = 3
 # A value that starts with "-" but is a number ("-6e4", "-.5", "-inf", "-nan"): argparse's own
 # pattern knows only "-6" and "-6.0", and takes "--sigma-b -6e4" for a missing value.
 _NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Defaults in every option's help, except where there is nothing to show (None, flags, required)."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False or action.required \
-                or action.default is argparse.SUPPRESS:
-            return action.help
-        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):

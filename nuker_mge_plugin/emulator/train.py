@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._argparse import HelpFormatter
 from .._files import atomic_write
 from ..basis import MASS_R0_PC, SIGMA_GRID_PC, metric_radii_pc
 from ..projector import gaussian_enclosed_mass_2d
@@ -487,7 +488,7 @@ def add_cli(subparsers):
     """Register the ``train`` sub-command on an argparse ``subparsers`` object."""
     p = subparsers.add_parser("train", help="train the Nuker -> MGE neural emulator",
                               description=__doc__.split("\n\n")[0].replace("``", "'"),
-                              formatter_class=_formatter())
+                              formatter_class=HelpFormatter)
     p.add_argument("--out", required=True, help="output folder: checkpoint, log, PNG and the exported emulator")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="training device")
     p.add_argument("--minutes", type=_POS_FLOAT, default=None,
@@ -536,15 +537,6 @@ def add_cli(subparsers):
     p.add_argument("--tqdm-interval", type=_POS_FLOAT, default=1.0, help="seconds between progress-bar refreshes")
     p.set_defaults(func=_cli_train)
     return p
-
-
-def _formatter():
-    """The command line's help formatter (defaults shown), or argparse's own if cli is unavailable."""
-    try:
-        from ..cli import HelpFormatter
-    except ImportError:  # pragma: no cover - cli is part of the package
-        return argparse.ArgumentDefaultsHelpFormatter
-    return HelpFormatter
 
 
 def check_cli_args(cfg):
