@@ -170,8 +170,20 @@ class PackageModules(SphinxDirective):
         return self.parse_text_to_nodes(text)
 
 
+class ConfigReference(SphinxDirective):
+    """``.. config-reference:: fit | survey | mock``: the reference of every key of that file, generated
+    from the keys' declarations (nuker_mge_plugin/schema.py), so that it cannot drift from the code."""
+
+    required_arguments = 1
+
+    def run(self):
+        from nuker_mge_plugin.config_reference import config_reference
+        return self.parse_text_to_nodes(config_reference(self.arguments[0]))
+
+
 def setup(app):
     app.add_directive("package-modules", PackageModules)
+    app.add_directive("config-reference", ConfigReference)
     app.connect("autodoc-process-docstring", _prepare_docstring, priority=100)  # before numpydoc (500)
     if os.environ.get("NUKER_MGE_DOCS_STRICT") != "1":  # =1: list the docstrings' markup warnings too
         for handler in logging.getLogger("sphinx").handlers:  # before the filter that counts warnings

@@ -121,7 +121,8 @@ def main(argv=None):
             if group == "demo":
                 _install(os.path.join(ROOT, a.demo_out, src), name)
         _install(os.path.join(ROOT, a.demo_out, "ngc4697_like_mge.png"), "demo_mge.png")
-    for run_group, cmd in (("real", REAL), ("calibration", CALIBRATION), ("sbc", SBC)):  # one run, figures from its --out
+    # one run each, its figures from its --out
+    for run_group, cmd in (("real", REAL), ("calibration", CALIBRATION), ("sbc", SBC)):
         if run_group in groups:
             run([sys.executable, *cmd])
             for name, (group, src) in FIGURES.items():

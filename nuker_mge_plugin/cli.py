@@ -93,7 +93,10 @@ def build_parser():
                                    "directory. The last line says whether the chains converged (R-hat <= 1.01 "
                                    "and bulk and tail ESS >= 400 for every free parameter); when they did not "
                                    "it starts with 'warning:' and the intervals must not be quoted.")
-    p.add_argument("config", help="fit configuration (TOML: [data], [galaxy], [model], [priors], [sampler], ...)")
+    p.add_argument("config", nargs="?",
+                   help="fit configuration (TOML: [data], [galaxy], [model], [priors], [sampler], ...)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print every configuration key with its default and meaning, as a TOML template, and stop")
     p.add_argument("--out", default=None, help="results directory (default: the configuration's output.dir)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its checkpoints")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -235,7 +238,12 @@ def _cmd_mock(args):
 
 
 def _cmd_fit(args):
-    from .inference.config import load_config
+    from .inference.config import config_template, load_config
+    if args.print_config:
+        print(config_template(), end="")
+        return 0
+    if args.config is None:
+        raise ValueError("fit: give a configuration file (or --print-config for a template)")
     from .inference.fit import run_fit
     silence_fit_warnings()  # run_fit logs every warning line itself
     cfg = load_config(args.config)

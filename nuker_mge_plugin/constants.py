@@ -32,6 +32,11 @@ CO10_REST_HZ = 115.2712018e9
 INC_RANGE_DEG = (0.0, 90.0)
 INC_RULE = " and 0 < inc_deg <= 90 [deg] (90 = edge-on)"
 
+#: Gas surface-brightness profiles of the disc model (inference.forward.NukerDiscModel).
+SURFACE_BRIGHTNESS = ("exponential", "ring")
+#: How a FITS cube's velocity axis is read: as astropy reads the header, or as radio / optical velocities.
+VELOCITY_CONVENTIONS = ("header", "radio", "optical")
+
 
 def fwhm_to_sigma(fwhm):
     """Gaussian dispersion from its full width at half maximum (same unit)."""
@@ -64,5 +69,5 @@ def optical_to_radio_kms(vopt_kms):
 
 
 __all__ = ["G_KMS2_PC_PER_MSUN", "ARCSEC_RAD", "C_M_S", "C_KMS", "FWHM_PER_SIGMA", "CO21_REST_HZ",
-           "CO10_REST_HZ", "INC_RANGE_DEG", "INC_RULE", "fwhm_to_sigma", "radio_velocity_kms",
-           "radio_frequency_hz", "optical_to_radio_kms"]
+           "CO10_REST_HZ", "INC_RANGE_DEG", "INC_RULE", "SURFACE_BRIGHTNESS", "VELOCITY_CONVENTIONS",
+           "fwhm_to_sigma", "radio_velocity_kms", "radio_frequency_hz", "optical_to_radio_kms"]

@@ -26,15 +26,19 @@ plus ``ant1``, ``ant2``, ``time_idx``); ``meta`` holds rest_freq_hz, vsys_kms, d
 ha_range_h, n_ant, sigma_jy, seed, lat_deg, the cube geometry and the true sky parameters.
 """
 
+import inspect
 import json
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from .constants import C_KMS, CO21_REST_HZ, radio_frequency_hz
 from .dynamics.coords import SkyGrid
 from .dynamics.visibilities import alma_pb_fwhm_arcsec, direct_ft
+from .inference.config import GalaxyConfig
 from .observation import REQUIRED_KEYS, load_observation, save_observation, validate_observation
+from .schema import REQUIRED, Key, Section, document, key, keys_of, read_section, section_keys, suggest
 
 __all__ = ["ALMA_LAT_DEG", "CO21_REST_HZ", "alma_like_layout", "baselines", "uvw_tracks", "channel_freqs",
            "mock_observation", "load_observation", "validate_observation", "REQUIRED_KEYS"]
@@ -206,19 +210,51 @@ def mock_from_parameters(path, truth, *, distance_mpc, n_pix=128, cell_arcsec=0.
     return out
 
 
-_MOCK_OBS_KEYS = {"n_pix": int, "cell_arcsec": float, "n_chan": int, "dv_kms": float, "rest_freq_hz": float,
-                  "n_ant": int, "max_radius_m": float, "n_times": int, "ha_range_h": list, "dec_deg": float,
-                  "sigma_jy": float, "nsamps": int, "seed": int}
+def _signature_default(fn, name):
+    return inspect.signature(fn).parameters[name].default
+
+
+_OBS = mock_observation
+
+
+@dataclass(frozen=True)
+class MockObservationTable:
+    n_pix: int = key(_signature_default(mock_from_parameters, "n_pix"), kind="integer", ge=8, unit="pixels",
+                     doc="Sky pixels per side of the KinMS cube.")
+    cell_arcsec: float = key(_signature_default(mock_from_parameters, "cell_arcsec"), kind="number", gt=0,
+                             unit="arcsec", doc="Sky pixel of the KinMS cube.")
+    n_chan: int = key(_signature_default(mock_from_parameters, "n_chan"), kind="integer", ge=1,
+                      doc="Channels, centred on the systemic velocity.")
+    dv_kms: float = key(_signature_default(mock_from_parameters, "dv_kms"), kind="number", gt=0, unit="km/s",
+                        doc="Channel width (radio definition).")
+    rest_freq_hz: float = key(_signature_default(mock_from_parameters, "rest_freq_hz"), kind="number", gt=0,
+                              unit="Hz", doc="Rest frequency of the line.")
+    n_ant: int = key(_signature_default(_OBS, "n_ant"), kind="integer", ge=2, doc="Antennas of the array.")
+    max_radius_m: float = key(_signature_default(_OBS, "max_radius_m"), kind="number", gt=0, unit="m",
+                              doc="Antennas lie within this radius of the array centre.")
+    n_times: int = key(_signature_default(_OBS, "n_times"), kind="integer", ge=1, doc="Integrations over the track.")
+    ha_range_h: tuple = key(_signature_default(_OBS, "ha_range_h"), kind="custom", unit="h", what="[start, end]",
+                            doc="Hour-angle range of the track.")
+    dec_deg: float = key(_signature_default(_OBS, "dec_deg"), kind="number", ge=-90, le=90, unit="deg",
+                         doc="Declination of the source.")
+    sigma_jy: float = key(_signature_default(_OBS, "sigma_jy"), kind="number", ge=0, unit="Jy",
+                          doc="Noise per visibility and part (real, imaginary).")
+    nsamps: int = key(_signature_default(_OBS, "nsamps"), kind="integer", ge=1, doc="KinMS clouds.")
+    seed: int = key(_signature_default(_OBS, "seed"), kind="integer", ge=0, doc="Seed of the antennas and the noise.")
+
+
+document(MockObservationTable, "``[observation]`` of a ``nuker-mge mock`` file: the keywords of "
+                               ":func:`mock_from_parameters` (defaults: its own).")
 
 
 def load_mock_config(path):
     """Read a ``nuker-mge mock`` TOML file: ``[galaxy] distance_mpc``, ``[truth]`` (all 15 Table-1
-    parameters) and ``[observation]`` (keywords of :func:`mock_from_parameters`).
+    parameters) and ``[observation]`` (:class:`MockObservationTable`, the keywords of
+    :func:`mock_from_parameters`).
 
-    Returns ``(truth, distance_mpc, observation)``; one-line ValueError naming ``section.key`` on
-    an unknown or missing key or a value of the wrong type.
+    Returns ``(truth, distance_mpc, observation)``, ``observation`` holding the keys given; one-line
+    ValueError ``path: section.key: ...`` on an unknown or missing key or a bad value.
     """
-    import difflib
     import tomllib
 
     from .inference.parameters import PARAMETER_NAMES
@@ -231,40 +267,30 @@ def load_mock_config(path):
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not valid TOML ({err})") from None
 
-    def unknown(section, key, valid):
-        near = difflib.get_close_matches(key, list(valid), n=1)
-        hint = f" (did you mean {section}.{near[0]}?)" if near else ""
-        return ValueError(f"{path}: unknown key {section}.{key}{hint}")
+    def error(msg):
+        return ValueError(f"{path}: {msg}")
 
     for s in raw:
         if s not in ("galaxy", "truth", "observation"):
-            raise unknown("", s, ("galaxy", "truth", "observation"))
-    gal = raw.get("galaxy", {})
-    for k in gal:
-        if k != "distance_mpc":
-            raise unknown("galaxy", k, ("distance_mpc",))
-    d = gal.get("distance_mpc")
-    if isinstance(d, bool) or not isinstance(d, (int, float)) or not d > 0:
-        raise ValueError(f"{path}: galaxy.distance_mpc expects a number > 0 [Mpc], got {d!r}")
-    truth = raw.get("truth", {})
-    for k, v in truth.items():
-        if k not in PARAMETER_NAMES:
-            raise unknown("truth", k, PARAMETER_NAMES)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"{path}: truth.{k} expects a finite number, got {v!r}")
-    missing = [k for k in PARAMETER_NAMES if k not in truth]
+            near = suggest(s, ("galaxy", "truth", "observation"))
+            raise error(f"{s}: unknown section" + (f" (did you mean [{near}]?)" if near else
+                                                   " (valid: [galaxy], [truth], [observation])"))
+        if not isinstance(raw[s], dict):
+            raise error(f"{s}: expects a [{s}] table, got {raw[s]!r}")
+    gal = Section("galaxy", raw.get("galaxy", {}), section_keys(GalaxyConfig), error)
+    d = gal.value("distance_mpc", keys_of(GalaxyConfig)["distance_mpc"][1], REQUIRED)
+    truth = Section("truth", raw.get("truth", {}), PARAMETER_NAMES, error)
+    missing = [k for k in PARAMETER_NAMES if not truth.given(k)]
     if missing:
-        raise ValueError(f"{path}: truth lacks {', '.join('truth.' + k for k in missing)}: a mock needs all 15")
-    obs = dict(raw.get("observation", {}))
-    for k, v in obs.items():
-        if k not in _MOCK_OBS_KEYS:
-            raise unknown("observation", k, _MOCK_OBS_KEYS)
-        want = _MOCK_OBS_KEYS[k]
-        ok = isinstance(v, list) and len(v) == 2 if want is list else (
-            not isinstance(v, bool) and isinstance(v, (int,) if want is int else (int, float)))
-        if not ok:
-            raise ValueError(f"{path}: observation.{k} expects {'[start, end]' if want is list else want.__name__}, "
-                             f"got {v!r}")
-    if "ha_range_h" in obs:
-        obs["ha_range_h"] = tuple(float(x) for x in obs["ha_range_h"])
-    return {k: float(v) for k, v in truth.items()}, float(d), obs
+        raise error(f"truth lacks {', '.join('truth.' + k for k in missing)}: a mock needs all 15")
+    number = Key(kind="number", doc="", what="a finite number")
+    values = {k: truth.value(k, number, REQUIRED) for k in PARAMETER_NAMES}
+    s = Section("observation", raw.get("observation", {}), section_keys(MockObservationTable), error)
+    obs = {k: v for k, v in read_section(MockObservationTable, s).items() if s.given(k)}
+    if s.given("ha_range_h"):
+        ha = s.raw["ha_range_h"]
+        if not (isinstance(ha, list) and len(ha) == 2 and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in ha)):
+            s._fail("ha_range_h", "[start, end] [h]", ha)
+        obs["ha_range_h"] = tuple(float(x) for x in ha)
+    return values, float(d), obs

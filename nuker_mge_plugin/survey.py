@@ -55,21 +55,13 @@ from pathlib import Path
 
 from ._files import atomic_write
 from ._warnings import silence_fit_warnings
-from .inference.config import ConfigError, _suggest, load_config
+from .inference.config import ConfigError, load_config
+from .schema import Section, document, key, keys_of, read_section, section_keys, suggest
 
 __all__ = ["SurveyConfig", "SurveyGalaxy", "SchedulerConfig", "JobqueueConfig", "load_survey", "fit_galaxy",
            "galaxy_state", "make_cluster", "job_script", "run_survey", "results_rows", "write_results_table",
            "plot_survey", "SurveyError"]
 
-#: Keys of ``[survey]``.
-SURVEY_KEYS = ("galaxies", "retries")
-#: Keys of ``[scheduler]`` (``jobqueue`` is the sub-table).
-SCHEDULER_KEYS = ("address", "n_workers", "torch_threads", "dashboard_address", "jobqueue")
-#: Keys of ``[scheduler.jobqueue]``.
-JOBQUEUE_KEYS = ("kind", "cores", "memory", "walltime", "processes", "gpus", "queue", "account",
-                 "job_extra_directives", "job_script_prologue", "local_directory", "log_directory", "interface",
-                 "python", "minimum_jobs", "maximum_jobs")
-JOBQUEUE_KINDS = ("slurm", "pbs", "sge")
 #: Dask resource every fit task claims on a jobqueue worker: one fit per worker process at a time,
 #: with all of the process's cores for torch.
 FIT_RESOURCE = "nuker_mge_fit"
@@ -94,65 +86,70 @@ class SurveyGalaxy:
 
 
 @dataclass(frozen=True)
+class SurveyTable:
+    galaxies: tuple = key(kind="custom", what="a non-empty list of fit configuration paths", doc="""
+        The galaxies' fit configuration files (relative to the survey file); each galaxy's output
+        folder is named after its file's stem.""")
+    retries: int = key(2, kind="integer", ge=0, doc="How many times a failed fit is tried again.")
+
+
+@dataclass(frozen=True)
 class JobqueueConfig:
-    """``[scheduler.jobqueue]``: a dask-jobqueue cluster; every job runs ``processes`` worker processes.
-
-    kind : "slurm" | "pbs" | "sge"
-    cores : int
+    kind: str = key(kind="choice", choices=("slurm", "pbs", "sge"), doc="The batch system.")
+    cores: int = key(kind="integer", ge=1, doc="""
         Cores per job (split between its processes; each process fits one galaxy at a time with
-        ``cores / processes`` torch threads).
-    memory : str
-        Memory per job, e.g. ``"16GB"``.
-    walltime : str or None
-        e.g. ``"04:00:00"``.
-    processes : int
-        Worker processes (= galaxies fitted at once) per job (default 1).
-    gpus : int
-        GPUs per job (default 0): ``--gres=gpu:N`` on SLURM, ``ngpus=N`` in the PBS ``select``
-        resource, ``-l gpu=N`` on SGE. The galaxies' ``[sampler] device`` must then be ``"cuda"``.
-    queue, account : str or None
-        Partition/queue and account/project.
-    job_extra_directives : list of str
-        More scheduler directives, verbatim (e.g. ``["--constraint=a100"]``).
-    job_script_prologue : list of str
-        Shell lines run before the worker starts (``module load ...``, ``source venv/bin/activate``).
-    local_directory, log_directory, interface, python : str or None
-        dask-jobqueue's options of the same names.
-    minimum_jobs, maximum_jobs : int
-        Adaptive scaling bounds (default 0 and enough jobs for every unfinished galaxy).
-    """
-
-    kind: str
-    cores: int
-    memory: str
-    walltime: str | None = None
-    processes: int = 1
-    gpus: int = 0
-    queue: str | None = None
-    account: str | None = None
-    job_extra_directives: tuple = ()
-    job_script_prologue: tuple = ()
-    local_directory: str | None = None
-    log_directory: str | None = None
-    interface: str | None = None
-    python: str | None = None
-    minimum_jobs: int = 0
-    maximum_jobs: int | None = None
+        ``cores / processes`` torch threads).""")
+    memory: str = key(kind="string", nonempty=True, what='a size like "16GB" or "4GiB"', doc="Memory per job.")
+    walltime: str | None = key(None, kind="string", nonempty=True, what="[D-]HH:MM:SS", doc="Wall time per job.")
+    processes: int = key(1, kind="integer", ge=1, doc="Worker processes (= galaxies fitted at once) per job.")
+    gpus: int = key(0, kind="integer", ge=0, doc="""
+        GPUs per job: ``--gres=gpu:N`` on SLURM, ``ngpus=N`` in the PBS ``select`` resource,
+        ``-l gpu=N`` on SGE. The galaxies' ``[sampler] device`` must then be "cuda".""")
+    queue: str | None = key(None, kind="string", nonempty=True, doc="Partition or queue.")
+    account: str | None = key(None, kind="string", nonempty=True, doc="Account or project.")
+    job_extra_directives: tuple = key((), kind="strings", doc="""
+        More scheduler directives, verbatim (e.g. ``["--constraint=a100"]``).""")
+    job_script_prologue: tuple = key((), kind="strings", doc="""
+        Shell lines run before the worker starts (``module load ...``, ``source venv/bin/activate``).""")
+    local_directory: str | None = key(None, kind="string", nonempty=True, doc="dask-jobqueue's option of that name.")
+    log_directory: str | None = key(None, kind="string", nonempty=True, doc="dask-jobqueue's option of that name.")
+    interface: str | None = key(None, kind="string", nonempty=True, doc="dask-jobqueue's option of that name.")
+    python: str | None = key(None, kind="string", nonempty=True, doc="dask-jobqueue's option of that name.")
+    minimum_jobs: int = key(0, kind="integer", ge=0, doc="Adaptive scaling: the fewest jobs.")
+    maximum_jobs: int | None = key(None, kind="integer", ge=1, default_text="enough for every unfinished galaxy",
+                                   doc="Adaptive scaling: the most jobs, >= minimum_jobs.")
 
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    """``[scheduler]``: ``address`` ``"local"`` (default), a scheduler address, or a jobqueue cluster."""
-
-    address: str = "local"
-    n_workers: int | None = None
-    torch_threads: int | None = None
-    dashboard_address: str = ":8787"
-    jobqueue: JobqueueConfig | None = None
+    address: str = key("local", kind="string", nonempty=True, what='"local" or an address like "tcp://host:8786"',
+                       doc="""
+        "local": a cluster on this machine; or the address of a running dask scheduler.""")
+    n_workers: int | None = key(None, kind="integer", ge=1, default_text="the CPU cores", doc="""
+        Local cluster only: worker processes (= galaxies fitted at once).""")
+    torch_threads: int | None = key(None, kind="integer", ge=1, default_text="the cores per worker", doc="""
+        torch threads per fit.""")
+    dashboard_address: str = key(":8787", kind="string", nonempty=True, doc="""
+        Where an embedded cluster (local or jobqueue) serves the dask dashboard.""")
+    jobqueue: JobqueueConfig | None = key(None, kind="custom", what="a [scheduler.jobqueue] table", doc="""
+        A dask-jobqueue cluster (SLURM, PBS, SGE): the ``[scheduler.jobqueue]`` table below.""")
 
     @property
     def kind(self):
         return "jobqueue" if self.jobqueue is not None else ("local" if self.address == "local" else "remote")
+
+
+#: The sections of a survey file: ``(name, dataclass, what it is)``.
+SECTIONS = (("survey", SurveyTable, "The galaxies of the survey."),
+            ("scheduler", SchedulerConfig, 'Where the fits run: address = "local" (default), a scheduler '
+                                           "address, or a jobqueue cluster."),
+            ("scheduler.jobqueue", JobqueueConfig, "A dask-jobqueue cluster; every job runs processes worker "
+                                                   "processes."))
+for _name, _cls, _intro in SECTIONS:
+    document(_cls, f"``[{_name}]``: {_intro[0].lower()}{_intro[1:]}")
+#: Keys of ``[survey]``, ``[scheduler]`` (``jobqueue`` is the sub-table) and ``[scheduler.jobqueue]``.
+SURVEY_KEYS, SCHEDULER_KEYS, JOBQUEUE_KEYS = (section_keys(c) for _, c, _ in SECTIONS)
+JOBQUEUE_KINDS = keys_of(JobqueueConfig)["kind"][1].choices
 
 
 @dataclass(frozen=True)
@@ -167,80 +164,36 @@ class SurveyConfig:
 
 
 # ----------------------------------------------------------------------------- the survey file
-def _check_keys(name, raw, valid):
+def _table(name, raw, cls):
     if not isinstance(raw, dict):
         raise SurveyError(f"{name}: expects a [{name}] table, got {raw!r}")
-    for k in raw:
-        if k not in valid:
-            s = _suggest(k, valid)
-            hint = f" (did you mean {name}.{s}?)" if s else f" (valid: {', '.join(valid)})"
-            raise SurveyError(f"{name}.{k}: unknown key{hint}")
-
-
-def _int(sec, raw, key, default, *, ge):
-    v = raw.get(key, default)
-    if v is default:
-        return v
-    if isinstance(v, bool) or not isinstance(v, int) or v < ge:
-        raise SurveyError(f"{sec}.{key}: expects an integer >= {ge}, got {v!r}")
-    return v
-
-
-def _str(sec, raw, key, default, *, nonempty=True):
-    v = raw.get(key, default)
-    if v is default:
-        return v
-    if not isinstance(v, str) or (nonempty and not v.strip()):
-        raise SurveyError(f"{sec}.{key}: expects a{' non-empty' if nonempty else ''} string, got {v!r}")
-    return v
-
-
-def _str_list(sec, raw, key):
-    v = raw.get(key, [])
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise SurveyError(f"{sec}.{key}: expects a list of strings, got {v!r}")
-    return tuple(v)
+    return Section(name, raw, section_keys(cls), SurveyError)
 
 
 def _jobqueue(raw, n_galaxies):
     sec = "scheduler.jobqueue"
-    _check_keys(sec, raw, JOBQUEUE_KEYS)
+    s = _table(sec, raw, JobqueueConfig)
     for k in ("kind", "cores", "memory"):
         if k not in raw:
             raise SurveyError(f"{sec}.{k}: required key is missing")
-    kind = raw["kind"]
-    if kind not in JOBQUEUE_KINDS:
-        raise SurveyError(f"{sec}.kind: expects one of {', '.join(map(repr, JOBQUEUE_KINDS))}, got {kind!r}")
-    cores = _int(sec, raw, "cores", None, ge=1)
-    memory = _str(sec, raw, "memory", None)
-    if not re.fullmatch(r"\s*\d+(\.\d+)?\s*[KMGTP]i?B\s*", memory, re.IGNORECASE):
-        raise SurveyError(f"{sec}.memory: expects a size like \"16GB\" or \"4GiB\", got {memory!r}")
-    walltime = _str(sec, raw, "walltime", None)
-    if walltime is not None and not re.fullmatch(r"(\d+-)?\d+(:\d\d){0,2}", walltime):
-        raise SurveyError(f"{sec}.walltime: expects [D-]HH:MM:SS, got {walltime!r}")
-    processes = _int(sec, raw, "processes", 1, ge=1)
-    if processes > cores:
-        raise SurveyError(f"{sec}.processes: expects at most cores = {cores} worker processes per job, "
-                          f"got {processes}")
-    minimum = _int(sec, raw, "minimum_jobs", 0, ge=0)
-    maximum = _int(sec, raw, "maximum_jobs", None, ge=1)
-    if maximum is not None and maximum < minimum:
-        raise SurveyError(f"{sec}.maximum_jobs: expects >= minimum_jobs = {minimum}, got {maximum}")
-    return JobqueueConfig(
-        kind=kind, cores=cores, memory=memory.strip(), walltime=walltime, processes=processes,
-        gpus=_int(sec, raw, "gpus", 0, ge=0), queue=_str(sec, raw, "queue", None),
-        account=_str(sec, raw, "account", None),
-        job_extra_directives=_str_list(sec, raw, "job_extra_directives"),
-        job_script_prologue=_str_list(sec, raw, "job_script_prologue"),
-        local_directory=_str(sec, raw, "local_directory", None), log_directory=_str(sec, raw, "log_directory", None),
-        interface=_str(sec, raw, "interface", None), python=_str(sec, raw, "python", None),
-        minimum_jobs=minimum, maximum_jobs=maximum)
+    v = read_section(JobqueueConfig, s)
+    if not re.fullmatch(r"\s*\d+(\.\d+)?\s*[KMGTP]i?B\s*", v["memory"], re.IGNORECASE):
+        raise SurveyError(f"{sec}.memory: expects a size like \"16GB\" or \"4GiB\", got {v['memory']!r}")
+    if v["walltime"] is not None and not re.fullmatch(r"(\d+-)?\d+(:\d\d){0,2}", v["walltime"]):
+        raise SurveyError(f"{sec}.walltime: expects [D-]HH:MM:SS, got {v['walltime']!r}")
+    if v["processes"] > v["cores"]:
+        raise SurveyError(f"{sec}.processes: expects at most cores = {v['cores']} worker processes per job, "
+                          f"got {v['processes']}")
+    if v["maximum_jobs"] is not None and v["maximum_jobs"] < v["minimum_jobs"]:
+        raise SurveyError(f"{sec}.maximum_jobs: expects >= minimum_jobs = {v['minimum_jobs']}, "
+                          f"got {v['maximum_jobs']}")
+    return JobqueueConfig(**{**v, "memory": v["memory"].strip()})
 
 
 def _scheduler(raw, n_galaxies):
-    sec = "scheduler"
-    _check_keys(sec, raw, SCHEDULER_KEYS)
-    address = _str(sec, raw, "address", "local")
+    s = _table("scheduler", raw, SchedulerConfig)
+    v = read_section(SchedulerConfig, s)
+    address = v["address"]
     if address != "local" and not _ADDRESS.match(address):
         raise SurveyError(f"scheduler.address: expects \"local\" or a scheduler address like "
                           f"\"tcp://host:8786\", got {address!r}")
@@ -248,17 +201,13 @@ def _scheduler(raw, n_galaxies):
     if jq is not None and "address" in raw and address != "local":
         raise SurveyError("scheduler.address: expects no address with [scheduler.jobqueue] (its scheduler runs "
                           f"in this process), got {address!r}")
-    n_workers = _int(sec, raw, "n_workers", None, ge=1)
-    if n_workers is not None and (jq is not None or address != "local"):
+    if v["n_workers"] is not None and (jq is not None or address != "local"):
         raise SurveyError("scheduler.n_workers: expects address = \"local\" (a jobqueue cluster scales by "
                           "minimum_jobs/maximum_jobs; a remote scheduler has its own workers)")
-    dash = _str(sec, raw, "dashboard_address", ":8787")
     if "dashboard_address" in raw and address != "local" and jq is None:
         raise SurveyError("scheduler.dashboard_address: expects an embedded cluster (address = \"local\" or "
                           "[scheduler.jobqueue]); a remote scheduler serves its own dashboard")
-    return SchedulerConfig(address=address, n_workers=n_workers,
-                           torch_threads=_int(sec, raw, "torch_threads", None, ge=1), dashboard_address=dash,
-                           jobqueue=_jobqueue(jq, n_galaxies) if jq is not None else None)
+    return SchedulerConfig(**v, jobqueue=_jobqueue(jq, n_galaxies) if jq is not None else None)
 
 
 def load_survey(path, out_dir, *, check_fits=True):
@@ -280,19 +229,19 @@ def load_survey(path, out_dir, *, check_fits=True):
         raise SurveyError(f"{p}: invalid TOML: {e}") from None
     for sec in raw:
         if sec not in ("survey", "scheduler"):
-            s = _suggest(sec, ("survey", "scheduler"))
+            s = suggest(sec, ("survey", "scheduler"))
             raise SurveyError(f"{sec}: unknown section" + (f" (did you mean [{s}]?)" if s else
                                                            " (valid: [survey], [scheduler])"))
     if "survey" not in raw:
         raise SurveyError("survey: required section is missing ([survey] galaxies = [...])")
     sv = raw["survey"]
-    _check_keys("survey", sv, SURVEY_KEYS)
+    table = _table("survey", sv, SurveyTable)
     gal = sv.get("galaxies")
     if gal is None:
         raise SurveyError("survey.galaxies: required key is missing")
     if not isinstance(gal, list) or not gal or not all(isinstance(g, str) and g.strip() for g in gal):
         raise SurveyError(f"survey.galaxies: expects a non-empty list of fit configuration paths, got {gal!r}")
-    retries = _int("survey", sv, "retries", 2, ge=0)
+    retries = read_section(SurveyTable, table)["retries"]
     base = p.resolve().parent
     out = Path(out_dir).expanduser().resolve()
     galaxies, seen, cfgs = [], {}, {}

@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nuker_mge_plugin.inference.config import config_from_dict  # noqa: E402
-from nuker_mge_plugin.inference.fit import _schedule, build_problem, fit_map  # noqa: E402
+from nuker_mge_plugin.inference.fit import build_problem, fit_map, mala_schedule  # noqa: E402
 from nuker_mge_plugin.inference.mala import run_mala  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -76,7 +76,7 @@ def main(argv=None):
     t_fisher0 = time.perf_counter() - t0
     xi = torch.randn((cfg.sampler.chains, space.n_free), generator=gen, dtype=torch.float64).to(dt)
     z_start = z_map[None] + 0.5 * xi @ torch.as_tensor(fish.cholesky, dtype=dt).T
-    schedule = _schedule(cfg.sampler)
+    schedule = mala_schedule(cfg.sampler)
     runs = {}
     for kind in ("fisher", "identity"):
         t0 = time.perf_counter()

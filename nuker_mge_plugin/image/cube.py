@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .._files import fits_truncation
-from ..constants import optical_to_radio_kms, radio_frequency_hz, radio_velocity_kms
+from ..constants import VELOCITY_CONVENTIONS, optical_to_radio_kms, radio_frequency_hz, radio_velocity_kms
 
 __all__ = ["ImageCube", "read_image_cube", "is_image_cube", "image_cube_grid", "MAX_CHANNEL_SHIFT",
            "VELOCITY_CONVENTIONS"]
@@ -44,7 +44,6 @@ __all__ = ["ImageCube", "read_image_cube", "is_image_cube", "image_cube_grid", "
 #: Largest shift [channels] allowed when channels are put on a uniform radio-velocity axis.
 MAX_CHANNEL_SHIFT = 0.05
 
-VELOCITY_CONVENTIONS = ("header", "radio", "optical")
 
 _FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz")
 

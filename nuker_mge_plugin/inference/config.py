@@ -55,7 +55,6 @@ arXiv:2511.20746 (docs/references.rst).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import tomllib
@@ -65,7 +64,9 @@ from pathlib import Path
 import numpy as np
 
 from ..basis import pc_per_arcsec
-from ..constants import CO21_REST_HZ, radio_velocity_kms
+from ..constants import CO21_REST_HZ, SURFACE_BRIGHTNESS, VELOCITY_CONVENTIONS, radio_velocity_kms
+from ..schema import (REQUIRED, Section, document, key, keys_of, read_section, reference_rst, section_keys,
+                      suggest, template_toml)
 from ..nuker import ALPHA_RANGE, BETA_MINUS_GAMMA_RANGE, GAMMA_RANGE, R_B_PC_RANGE
 from .parameters import DATA_RANGE_NAMES, DOMAINS, EXTRA_PARAMETER_NAMES, PARAMETER_NAMES, UNITS, _domain_text
 from .parameters import TABLE1 as _P_TABLE1
@@ -73,7 +74,7 @@ from .parameters import TABLE1 as _P_TABLE1
 __all__ = ["ConfigError", "TABLE1", "DATA_PRIOR_NAMES", "Prior", "DataConfig", "GalaxyConfig", "ModelConfig",
            "GriddingConfig", "LikelihoodConfig", "PriorsConfig", "MapConfig", "SamplerConfig", "OutputConfig",
            "FitConfig", "load_config", "config_from_dict", "resolve_data_priors", "channel_velocities_kms",
-           "SAMPLER_KIND_KEYS", "SAMPLER_DEFAULTS"]
+           "SAMPLER_KIND_KEYS", "SAMPLER_DEFAULTS", "SECTIONS", "config_reference", "config_template"]
 
 
 class ConfigError(ValueError):
@@ -118,53 +119,44 @@ def _unit(name):
     return UNITS[name] or "dimensionless"
 
 
-# ---------------------------------------------------------------------------- dataclasses
+# ---------------------------------------------------------------------------- the sections
+# Each key once: its default, check, unit and meaning in the field (nuker_mge_plugin/schema.py);
+# the docs' configuration reference and `nuker-mge fit --print-config` are generated from them.
 @dataclass(frozen=True)
 class DataConfig:
-    """``[data]``: the observation.
-
-    path : str
-        Absolute path of the ``.npz`` observation (``mock.load_observation`` format: u, v
-        [wavelengths], vis [Jy], weight [1/Jy^2], chan, freq [Hz], chan_freq [Hz], meta), or of a
-        cleaned FITS image cube [Jy/beam] (``.fits``). Relative paths in the file resolve against
-        the configuration file's directory. Required.
-    rest_freq_hz : float
-        Rest frequency of the line [Hz], for the radio velocity ``v = c (1 - f / f0)``;
-        default 12CO(2-1), 230.538e9 (for a FITS cube: the header's RESTFRQ).
-
-    A ``path`` ending in ``.fits`` is a cleaned image cube [Jy/beam], fitted in the Fourier domain
-    of its pixels (nuker_mge_plugin/image/); these keys apply to it only:
-
-    rms_jy_beam : float
-        Noise per pixel [Jy/beam], > 0 (default: measured in ``linefree_channels``).
-    linefree_channels : list of int
-        0-based channels without line emission (default: the first two and the last two).
-    centre_radec_deg : [ra, dec]
-        Position [deg] the model grid is centred on, the origin of ``x``, ``y`` (default: the
-        header's reference pixel).
-    pb_path : str
+    path: str = key(kind="custom", what="an existing .npz observation or FITS cube", doc="""
+        The observation: a visibility ``.npz`` (u, v [wavelengths], vis [Jy], weight [1/Jy^2], chan,
+        freq [Hz], chan_freq [Hz], meta; written by ``nuker-mge mock`` and ``convert-vis``), or a
+        cleaned FITS image cube [Jy/beam] (``.fits``), fitted in the Fourier domain of its pixels.
+        Relative paths resolve against the configuration file's folder; stored absolute.""")
+    rest_freq_hz: float = key(CO21_REST_HZ, kind="number", gt=0, what="a rest frequency > 0 [Hz]", unit="Hz",
+                              default_text="230.538e9 (12CO(2-1)); a FITS cube: its header's RESTFRQ", doc="""
+        Rest frequency of the line, for the radio velocity ``v = c (1 - f / f0)``.""")
+    rms_jy_beam: float | None = key(None, kind="number", gt=0, what="a noise rms > 0 [Jy/beam]", unit="Jy/beam",
+                                    only="a FITS cube", doc="""
+        Noise per pixel (default: measured in ``linefree_channels``).""")
+    linefree_channels: tuple | None = key(None, kind="custom", what="a list of 0-based channel indices",
+                                          only="a FITS cube", default_text="the first two and the last two", doc="""
+        0-based channels without line emission, where the noise is measured.""")
+    centre_radec_deg: tuple | None = key(None, kind="custom", unit="deg", only="a FITS cube",
+                                         what="[ra, dec] (0 <= ra < 360, -90 <= dec <= 90)",
+                                         default_text="the header's reference pixel", doc="""
+        Position the model grid is centred on, the origin of ``x``, ``y``.""")
+    pb_path: str | None = key(None, kind="custom", what="the path of a FITS primary-beam image",
+                              only="a FITS cube", doc="""
         Primary-beam (gain) image or cube on the cube's pixels, multiplying the model sky (for a
-        cube that is not primary-beam corrected; default none).
-    fourier_threshold : float
-        Fit the Fourier modes where the restoring beam keeps at least this share of its peak, in
-        (0, 1) (default 0.05).
-    velocity_convention : "header", "radio" or "optical"
-        How to read a velocity axis (default "header": as astropy reads the header).
-    noise : "empirical" or "beam"
-        Noise of each Fourier mode measured in the line-free channels (default), or predicted from
-        the rms and the restoring beam (the default when ``rms_jy_beam`` is given); see
-        nuker_mge_plugin/image/fourier.py for why real cubes need the first.
-    """
-
-    path: str
-    rest_freq_hz: float = CO21_REST_HZ
-    rms_jy_beam: float | None = None
-    linefree_channels: tuple | None = None
-    centre_radec_deg: tuple | None = None
-    pb_path: str | None = None
-    fourier_threshold: float = 0.05
-    velocity_convention: str = "header"
-    noise: str = "empirical"
+        cube that is not primary-beam corrected; default none).""")
+    fourier_threshold: float = key(0.05, kind="number", gt=0, lt=1, what="a beam response in (0, 1)",
+                                   only="a FITS cube", doc="""
+        Fit the Fourier modes where the restoring beam keeps at least this share of its peak.""")
+    velocity_convention: str = key("header", kind="choice", choices=VELOCITY_CONVENTIONS, only="a FITS cube",
+                                   doc="""
+        How to read a velocity axis ("header": as astropy reads the header).""")
+    noise: str = key("empirical", kind="choice", choices=("empirical", "beam"), only="a FITS cube",
+                     default_text='"empirical"; "beam" when rms_jy_beam is given', doc="""
+        Noise of each Fourier mode measured in the line-free channels, or predicted from the rms
+        and the restoring beam; see nuker_mge_plugin/image/fourier.py for why real cubes need the
+        first.""")
 
     @property
     def is_image(self):
@@ -175,51 +167,34 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class GalaxyConfig:
-    """``[galaxy]``.
-
-    distance_mpc : float
-        Distance [Mpc], > 0 (``pc_per_arcsec = distance pi / 0.648``). Required.
-    name : str
-        Galaxy name for figure titles and the summary (default "").
-    """
-
-    distance_mpc: float
-    name: str = ""
+    distance_mpc: float = key(kind="number", gt=0, what="a distance > 0 [Mpc]", unit="Mpc", doc="""
+        Distance (``pc_per_arcsec = distance pi / 0.648``).""")
+    name: str = key("", kind="string", doc="Galaxy name for figure titles and the summary.")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """``[model]``: the forward model's sky grid and options.
-
-    cell_arcsec : float
-        Model image pixel [arcsec], > 0; the uv grid follows from it (``du = 1 / (n_pix cell)``).
-        Required for visibilities; for a FITS cube it is the cube's pixel (and may be left out).
-    n_pix : int
-        Model image is ``n_pix x n_pix`` pixels, >= 8. Required for visibilities; for a FITS cube
-        the side of the square cut-out, even (default: the largest that fits).
-    backend : str
-        Nuker -> MGE backend, ``"exact"`` (default) or ``"nn"``.
-    nsub : int
-        Sub-pixel samples per pixel side of the gas cube (>= 1, default 3). On a noise-free
-        KinMS mock of the demo, nsub = 2 biases the fitted log10 M_BH by -0.0135 dex (2.7 times the
-        demo's posterior sigma) and 3 or 4 by -0.0045 (validation/m5_recovery.py has the cases);
+    cell_arcsec: float = key(kind="number", gt=0, what="a pixel size > 0 [arcsec]", unit="arcsec",
+                             default_text="required; a FITS cube: its pixel", doc="""
+        Model image pixel; the uv grid follows from it (``du = 1 / (n_pix cell)``). For a FITS cube
+        it is the cube's pixel.""")
+    n_pix: int = key(kind="integer", ge=8, what="an integer >= 8 [pixels]", unit="pixels",
+                     default_text="required; a FITS cube: the largest even square that fits", doc="""
+        The model image is ``n_pix x n_pix`` pixels; for a FITS cube, the side of the square
+        cut-out (even).""")
+    backend: str = key("exact", kind="choice", choices=("exact", "nn"), doc="""
+        Nuker -> MGE backend: the exact least-squares fit or the neural emulator.""")
+    nsub: int = key(3, kind="integer", ge=1, what="an integer >= 1 [sub-pixels per pixel side]", doc="""
+        Sub-pixel samples per pixel side of the gas cube. On a noise-free KinMS mock of the demo,
+        nsub = 2 biases log10 M_BH by -0.0135 dex and 3 or 4 by -0.0045 (validation/m5_recovery.py);
         the fit predicts at its MAP how far nsub x 2 would move it and warns past 0.5 posterior
-        sigma (fit.discretisation_shift), and near edge-on (fit.subpixel_warning).
-    surface_brightness : str
-        Gas surface-brightness profile: ``"exponential"`` (default), ``exp(-r / scale_length)``, or
-        ``"ring"``, a Gaussian ring ``exp(-(r - ring_radius)^2 / (2 scale_length^2))`` (as in the
-        KinMS example of NGC 4324), which adds the parameter ``ring_radius`` [arcsec] (default
-        range: 0 to half the field).
-    primary_beam : bool
-        Multiply the sky by the ALMA 12-m primary beam of each channel (default true).
-    """
-
-    cell_arcsec: float
-    n_pix: int
-    backend: str = "exact"
-    nsub: int = 3
-    surface_brightness: str = "exponential"
-    primary_beam: bool = True
+        sigma (fit.discretisation_shift), and near edge-on (fit.subpixel_warning).""")
+    surface_brightness: str = key("exponential", kind="choice", choices=SURFACE_BRIGHTNESS, doc="""
+        Gas surface brightness: ``exp(-r / scale_length)``, or "ring", the Gaussian ring
+        ``exp(-(r - ring_radius)^2 / (2 scale_length^2))`` (as in the KinMS example of NGC 4324),
+        which adds the parameter ``ring_radius`` [arcsec] (default range: 0 to half the field).""")
+    primary_beam: bool = key(True, kind="boolean", doc="""
+        Multiply the sky by the ALMA 12-m primary beam of each channel.""")
 
     @property
     def field_arcsec(self):
@@ -229,38 +204,22 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class GriddingConfig:
-    """``[gridding]``: Kaiser-Bessel gridding of the visibilities (seed paper sec. 2.2.1).
-
-    width : float
-        KB window full width [cells], > 0 (default 1: windows do not overlap).
-    beta : float
-        KB shape parameter, > 0 (default 2.0).
-    min_count : int
-        Visibilities a cell's window needs, >= 2 (default 5, the paper's); the window grows otherwise.
-    max_halfwidth : float
-        Largest window half-width [cells], >= width / 2 (default 2.5).
-    grow_step : float
-        Window growth step [cells], > 0 (default 0.5).
-    mask_grown : bool
-        Drop cells whose window had to grow (default false: the model of every cell is the exact
-        window average of its own samples, grown or not). Grown windows share visibilities with
-        their neighbours, so their cells are correlated; by default ``[likelihood]
-        overlap_weights`` weights each cell by ``1 / m_c`` (its overlap multiplicity, the gridder's
-        ``overlap``) so that shared visibilities are counted once, which keeps the outer-uv cells a
-        sparse array only fills with grown windows. ``mask_grown = true`` is the strict
-        alternative (independent cells, less information); with it the overlap of the remaining
-        cells is recomputed among themselves (1 for the default ``width = 1``).
-
-    ``width, beta, min_count, max_halfwidth, grow_step`` are ``grid_visibilities``' keywords:
-    ``grid_visibilities(..., **cfg.gridding.kwargs())``.
-    """
-
-    width: float = 1.0
-    beta: float = 2.0
-    min_count: int = 5
-    max_halfwidth: float = 2.5
-    grow_step: float = 0.5
-    mask_grown: bool = False
+    width: float = key(1.0, kind="number", gt=0, what="a window width > 0 [cells]", unit="cells", doc="""
+        Kaiser-Bessel window full width (1: windows do not overlap).""")
+    beta: float = key(2.0, kind="number", gt=0, what="a Kaiser-Bessel shape > 0", doc="""
+        Kaiser-Bessel shape parameter.""")
+    min_count: int = key(5, kind="integer", ge=2, what="an integer >= 2 [visibilities]", doc="""
+        Visibilities a cell's window needs (the paper's 5); the window grows otherwise.""")
+    max_halfwidth: float = key(2.5, kind="number", unit="cells", default_text="max(2.5, width / 2)",
+                               what="a half-width >= gridding.width / 2 [cells]", doc="""
+        Largest window half-width.""")
+    grow_step: float = key(0.5, kind="number", gt=0, what="a step > 0 [cells]", unit="cells", doc="""
+        Window growth step.""")
+    mask_grown: bool = key(False, kind="boolean", doc="""
+        Drop cells whose window had to grow. By default the model of every cell is the exact window
+        average of its own samples, grown or not, and ``[likelihood] overlap_weights`` weights each
+        cell by ``1 / m_c`` (its overlap multiplicity) so that shared visibilities are counted once;
+        true is the strict alternative (independent cells, less information).""")
 
     def kwargs(self):
         """Keyword arguments for ``dynamics.gridder.grid_visibilities``."""
@@ -270,25 +229,18 @@ class GriddingConfig:
 
 @dataclass(frozen=True)
 class LikelihoodConfig:
-    """``[likelihood]``.
-
-    kind : str
-        ``"student_t"`` (default; degrees of freedom from each cell's effective sample count, the
-        sample-variance noise of sec. 2.2; see inference/likelihood.py) or ``"gaussian"``.
-    sigma_scale : float or None
-        Gaussian only: per-cell sigma multiplied by this (> 0; default 2.0, the paper's). None
-        for ``student_t`` (setting it there is an error rather than silently ignored).
-    overlap_weights : bool
-        Weight each cell's log-likelihood term by ``1 / m_c``, ``m_c`` the overlap multiplicity
-        of its window (dynamics/gridder.py ``overlap``; 1 when it shares no visibility), so that a
-        visibility shared by overlapping (grown) windows is counted once rather than once per
-        cell (default true; inference/likelihood.py). False treats every cell as independent,
-        which makes posteriors too narrow when many windows grew (sparse uv coverage).
-    """
-
-    kind: str = "student_t"
-    sigma_scale: float | None = None
-    overlap_weights: bool = True
+    kind: str = key("student_t", kind="choice", choices=("student_t", "gaussian"), doc="""
+        "student_t": degrees of freedom from each cell's effective sample count, the
+        sample-variance noise of sec. 2.2 (inference/likelihood.py); or "gaussian".""")
+    sigma_scale: float | None = key(None, kind="number", gt=0, what="a factor > 0", only='likelihood.kind = "gaussian"',
+                                    default_text='2.0 (the paper\'s) with kind = "gaussian"', doc="""
+        The per-cell sigma is multiplied by this (an error with "student_t", which takes its width
+        from the data).""")
+    overlap_weights: bool = key(True, kind="boolean", doc="""
+        Weight each cell's log-likelihood term by ``1 / m_c``, ``m_c`` the overlap multiplicity of
+        its window, so that a visibility shared by overlapping (grown) windows is counted once;
+        false treats every cell as independent, which makes posteriors too narrow when many
+        windows grew (sparse uv coverage).""")
 
 
 @dataclass(frozen=True)
@@ -378,150 +330,95 @@ class PriorsConfig:
 
 @dataclass(frozen=True)
 class MapConfig:
-    """``[map]``: the maximum-a-posteriori search that starts the chains.
+    n_starts: int = key(4, kind="integer", ge=1, doc="Starts: the prior midpoint, then prior draws.")
+    screen_grid: int = key(24, kind="integer", ge=2, doc="""
+        Grid values per parameter in the coordinate screen of the starts (inference.optimize.screen_starts).""")
+    screen_sweeps: int = key(3, kind="integer", ge=0, doc="""
+        Sweeps of that screen over all free parameters (0 skips the screen).""")
+    adam_steps: int = key(300, kind="integer", ge=0, doc="Adam steps per start in the unconstrained space.")
+    adam_lr: float = key(0.02, kind="number", gt=0, unit="unconstrained units per step", doc="Adam learning rate.")
+    lbfgs_steps: int = key(50, kind="integer", ge=0, doc="L-BFGS refinement iterations of the best starts.")
 
-    n_starts : int
-        Starts, >= 1 (default 4): the prior midpoint, then prior draws.
-    screen_grid : int
-        Grid values per parameter in the coordinate screen of the starts, >= 2 (default 24;
-        ``inference.optimize.screen_starts``).
-    screen_sweeps : int
-        Sweeps of that screen over all free parameters, >= 0 (default 3; 0 skips the screen).
-    adam_steps : int
-        Adam steps per start in the unconstrained space, >= 0 (default 300).
-    adam_lr : float
-        Adam learning rate [unconstrained units per step], > 0 (default 0.02).
-    lbfgs_steps : int
-        L-BFGS refinement iterations of the best starts, >= 0 (default 50).
-    """
 
-    n_starts: int = 4
-    screen_grid: int = 24
-    screen_sweeps: int = 3
-    adam_steps: int = 300
-    adam_lr: float = 0.02
-    lbfgs_steps: int = 50
+_NUTS, _MALA = 'sampler.kind = "nuts"', 'sampler.kind = "mala"'
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """``[sampler]``: the MCMC after the MAP, NUTS (default) or the seed paper's Fisher-MALA.
-
-    kind : str
-        ``"nuts"`` (default): the No-U-Turn sampler (sampling/nuts.py), its mass matrix started at
-        the Fisher covariance of the MAP, drawing in blocks until the chains have converged
-        (``until_converged``); ``"mala"``: Fisher-preconditioned MALA, the seed paper's appendix C
-        (inference/mala.py), a fixed schedule of burn-in, step-size trials and draws. Keys of the
-        other kind are an error rather than silently ignored.
-    chains : int
-        Independent chains, >= 2 (R-hat needs several; default 4).
-    seed : int
-        Seed of every random stream of the fit (>= 0; default 0).
-    device : str
-        ``"cpu"`` (default), ``"cuda"`` or ``"cuda:N"``; CUDA must be available.
-    dtype : str
-        ``"float64"`` (default) or ``"float32"`` for the forward model (reductions stay float64).
-    target_acceptance : float
-        In (0, 1). NUTS: the mean acceptance statistic its step-size adaptation aims at (default
-        0.8; raise it, e.g. to 0.95, when there are divergences). MALA: the acceptance rate the
-        kept step size is closest to (default 0.574, Roberts & Rosenthal 1998).
-    draws : int
-        Posterior draws per chain, >= 1. NUTS: the first block of draws after warm-up (default
-        1000); with ``until_converged`` more blocks follow until convergence. MALA: all the draws
-        after tuning (default 2000).
-    checkpoint_every : int
-        Write a checkpoint every this many sampler iterations, >= 0 (0 = never; default 500).
-    ridge_frac, ridge_min : float
-        Fisher ridge ``lambda = max(ridge_frac median(diag F), ridge_min)`` (appendix C.1),
-        ridge_frac >= 0 (default 1e-3), ridge_min > 0 (default 1e-8).
-    threads : int
-        CPU threads of torch, >= 0 (0 = torch's default). On a machine shared with other work, 1
-        is often much faster than more: idle threads spin while the cores are busy elsewhere.
-
-    NUTS only (``kind = "nuts"``):
-
-    warmup : int
-        Warm-up (step-size and mass-matrix adaptation) iterations per chain, >= 20 (default 500);
-        not kept as draws.
-    max_tree_depth : int
-        Largest trajectory doubling depth, 1 to 15 (default 10: at most 2^10 - 1 leapfrog steps,
-        i.e. gradient evaluations, per draw).
-    until_converged : bool
-        Keep drawing in blocks of ``block_draws`` until every free parameter has R-hat <= 1.01
-        and bulk and tail ESS >= 400 (sampling/diagnostics.py), or ``max_draws`` or
-        ``max_wall_s`` is reached (default true). False: exactly ``draws`` draws per chain.
-    block_draws : int
-        Draws per chain added by each further block, >= 50 (default 250).
-    max_draws : int
-        Most draws per chain in all, >= ``draws`` (default 10000, or ``draws`` if that is larger).
-    max_wall_s : float
-        Wall time [s] the sampling (warm-up and draws) may take before it stops unconverged,
-        >= 0 (default 0: no limit); checked between blocks.
-    space : str
-        The coordinates NUTS moves in: ``"box"`` (default), the prior box itself rescaled to [0, 1]
-        per parameter, whose walls the trajectories reflect off (no bijection: a posterior piled
-        against a bound stays a truncated bump there), or ``"logit"``, the unconstrained ``z`` of the
-        priors' sigmoid bijection with its log-Jacobian, where such a posterior becomes a long skewed
-        tail that NUTS crosses slowly (measured in docs/sampling.rst).
-
-    MALA only (``kind = "mala"``):
-
-    burn_in_stages : int
-        Burn-in stages, each ending with a new Fisher mass matrix at its best point, >= 1 (default 3).
-    burn_in_steps : int
-        MALA steps per burn-in stage, >= 1 (default 500).
-    step_sizes : tuple of float or None
-        Step sizes tried after burn-in (> 0); None (default) lets the sampler choose
-        ``n_step_trials`` of them. Give either this or ``n_step_trials``.
-    n_step_trials : int
-        Number of step sizes tried, >= 1 (default 6; ``len(step_sizes)`` when those are given).
-    step_trial_steps : int
-        MALA steps per step-size trial, >= 1 (default 200).
-    thin : int
-        Keep every ``thin``-th draw, >= 1 (default 1).
-    mass_matrix : str
-        ``"fisher"`` (default): after each burn-in stage the empirical Fisher covariance at the best
-        point (appendix C.1); ``"adaptive"``: that matrix blended with the covariance of the burn-in's
-        draws so far (:class:`~.mala.MALASchedule` ``adapt_mass_matrix``), for data that constrain some
-        parameters weakly, where the Fisher matrix at one point misjudges the posterior's widths.
-
-    The fields of the kind not chosen keep their defaults and are not written by
-    :meth:`FitConfig.to_dict`.
-    """
-
-    kind: str = "nuts"
-    chains: int = 4
-    seed: int = 0
-    device: str = "cpu"
-    dtype: str = "float64"
-    target_acceptance: float = 0.8
-    draws: int = 1000
-    checkpoint_every: int = 500
-    ridge_frac: float = 1e-3
-    ridge_min: float = 1e-8
-    threads: int = 0
-    warmup: int = 500
-    max_tree_depth: int = 10
-    until_converged: bool = True
-    block_draws: int = 250
-    max_draws: int = 10000
-    max_wall_s: float = 0.0
-    space: str = "box"
-    burn_in_stages: int = 3
-    burn_in_steps: int = 500
-    step_sizes: tuple | None = None
-    n_step_trials: int = 6
-    step_trial_steps: int = 200
-    thin: int = 1
-    mass_matrix: str = "fisher"
+    kind: str = key("nuts", kind="choice", choices=("nuts", "mala"), doc="""
+        "nuts": the No-U-Turn sampler (sampling/nuts.py), its mass matrix started at the Fisher
+        covariance of the MAP, drawing in blocks until the chains have converged
+        (``until_converged``); "mala": Fisher-preconditioned MALA, the seed paper's appendix C
+        (sampling/mala.py), a fixed schedule of burn-in, step-size trials and draws. Keys of the
+        other kind are an error rather than silently ignored.""")
+    chains: int = key(4, kind="integer", ge=2, what="an integer >= 2 (R-hat needs several chains)",
+                      doc="Independent chains.")
+    seed: int = key(0, kind="integer", ge=0, doc="Seed of every random stream of the fit.")
+    device: str = key("cpu", kind="string", what='"cpu", "cuda" or "cuda:N"', doc="""
+        Where the model runs; CUDA must be available.""")
+    dtype: str = key("float64", kind="choice", choices=("float64", "float32"), doc="""
+        Floating type of the forward model (reductions stay float64).""")
+    target_acceptance: float = key(0.8, kind="number", gt=0, lt=1, what="an acceptance in (0, 1)",
+                                   default_text="0.8 (nuts), 0.574 (mala)", doc="""
+        NUTS: the mean acceptance statistic its step-size adaptation aims at (raise it, e.g. to
+        0.95, when there are divergences). MALA: the acceptance rate the kept step size is closest
+        to (0.574, Roberts & Rosenthal 1998).""")
+    draws: int = key(1000, kind="integer", ge=1, what="an integer >= 1 [draws per chain]",
+                     default_text="1000 (nuts), 2000 (mala)", doc="""
+        Posterior draws per chain. NUTS: the first block of draws after warm-up; with
+        ``until_converged`` more blocks follow until convergence. MALA: all the draws after tuning.""")
+    checkpoint_every: int = key(500, kind="integer", ge=0, what="an integer >= 0 [iterations] (0 = never)", doc="""
+        Write a checkpoint every this many sampler iterations (``nuker-mge fit --resume``).""")
+    ridge_frac: float = key(1e-3, kind="number", ge=0, doc="""
+        Fisher ridge ``lambda = max(ridge_frac median(diag F), ridge_min)`` (appendix C.1).""")
+    ridge_min: float = key(1e-8, kind="number", gt=0, doc="The smallest Fisher ridge (see ``ridge_frac``).")
+    threads: int = key(0, kind="integer", ge=0, what="an integer >= 0 (0 = torch's default)", doc="""
+        CPU threads of torch. On a machine shared with other work, 1 is often much faster than
+        more: idle threads spin while the cores are busy elsewhere.""")
+    warmup: int = key(500, kind="integer", ge=20, what="an integer >= 20 [iterations per chain]", only=_NUTS, doc="""
+        Warm-up (step-size and mass-matrix adaptation) iterations per chain; not kept as draws.""")
+    max_tree_depth: int = key(10, kind="integer", ge=1, le=15, what="an integer in 1..15 [trajectory doublings]",
+                              only=_NUTS, doc="""
+        Largest trajectory doubling depth (10: at most 2^10 - 1 leapfrog steps, i.e. gradient
+        evaluations, per draw).""")
+    until_converged: bool = key(True, kind="boolean", only=_NUTS, default_text='true (nuts); false (mala)', doc="""
+        Keep drawing in blocks of ``block_draws`` until every free parameter has R-hat <= 1.01 and
+        bulk and tail ESS >= 400 (sampling/diagnostics.py), or ``max_draws`` or ``max_wall_s`` is
+        reached. False: exactly ``draws`` draws per chain.""")
+    block_draws: int = key(250, kind="integer", ge=50, what="an integer >= 50 [draws per chain]", only=_NUTS, doc="""
+        Draws per chain added by each further block.""")
+    max_draws: int = key(10000, kind="integer", what="an integer >= sampler.draws [draws per chain]",
+                         default_text="max(10000, draws)", only=_NUTS, doc="Most draws per chain in all.")
+    max_wall_s: float = key(0.0, kind="number", ge=0, what="a time >= 0 [s] (0 = no limit)", unit="s", only=_NUTS,
+                            doc="""
+        Wall time the sampling (warm-up and draws) may take before it stops unconverged; checked
+        between blocks.""")
+    space: str = key("box", kind="choice", choices=("box", "logit"), only=_NUTS, doc="""
+        The coordinates NUTS moves in: "box", the prior box itself rescaled to [0, 1] per
+        parameter, whose walls the trajectories reflect off (a posterior piled against a bound
+        stays a truncated bump there), or "logit", the unconstrained ``z`` of the priors' sigmoid
+        bijection with its log-Jacobian, where such a posterior becomes a long skewed tail that
+        NUTS crosses slowly (docs/sampling.rst).""")
+    burn_in_stages: int = key(3, kind="integer", ge=1, only=_MALA, doc="""
+        Burn-in stages, each ending with a new Fisher mass matrix at its best point.""")
+    burn_in_steps: int = key(500, kind="integer", ge=1, only=_MALA, doc="MALA steps per burn-in stage.")
+    step_sizes: tuple | None = key(None, kind="custom", what="a non-empty list of step sizes > 0", only=_MALA, doc="""
+        Step sizes tried after burn-in; none lets the sampler choose ``n_step_trials`` of them.
+        Give either this or ``n_step_trials``.""")
+    n_step_trials: int = key(6, kind="integer", ge=1, only=_MALA, default_text="6; len(step_sizes) when given",
+                             doc="Number of step sizes tried.")
+    step_trial_steps: int = key(200, kind="integer", ge=1, only=_MALA, doc="MALA steps per step-size trial.")
+    thin: int = key(1, kind="integer", ge=1, only=_MALA, doc="Keep every ``thin``-th draw.")
+    mass_matrix: str = key("fisher", kind="choice", choices=("fisher", "adaptive"), only=_MALA, doc="""
+        "fisher": after each burn-in stage the empirical Fisher covariance at the best point
+        (appendix C.1); "adaptive": that matrix blended with the covariance of the burn-in's draws
+        so far (MALASchedule ``adapt_mass_matrix``), for data that constrain some parameters weakly,
+        where the Fisher matrix at one point misjudges the posterior's widths.""")
 
 
 #: ``[sampler]`` keys of one sampler kind only (the others apply to both).
-SAMPLER_KIND_KEYS = {
-    "nuts": ("warmup", "max_tree_depth", "until_converged", "block_draws", "max_draws", "max_wall_s", "space"),
-    "mala": ("burn_in_stages", "burn_in_steps", "step_sizes", "n_step_trials", "step_trial_steps", "thin",
-             "mass_matrix"),
-}
+SAMPLER_KIND_KEYS = {kind: tuple(k for k, (_, spec) in keys_of(SamplerConfig).items() if spec.only == only)
+                     for kind, only in (("nuts", _NUTS), ("mala", _MALA))}
 #: ``sampler.target_acceptance`` and ``sampler.draws`` when not given, by ``sampler.kind``.
 SAMPLER_DEFAULTS = {"nuts": dict(target_acceptance=0.8, draws=1000),
                     "mala": dict(target_acceptance=0.574, draws=2000)}
@@ -529,25 +426,34 @@ SAMPLER_DEFAULTS = {"nuts": dict(target_acceptance=0.8, draws=1000),
 
 @dataclass(frozen=True)
 class OutputConfig:
-    """``[output]``.
+    dir: str = key(kind="custom", what="a directory path", default_text="<config stem>_results", doc="""
+        Output folder; relative paths resolve against the configuration file's folder (stored
+        absolute).""")
+    figures: bool = key(True, kind="boolean", doc="Write the PNG figures.")
+    vcirc_draws: int = key(200, kind="integer", ge=10, doc="""
+        Posterior draws (thinned) through which the circular-velocity band is computed.""")
+    vcirc_n_radii: int = key(64, kind="integer", ge=2, doc="""
+        Radii of the band, log-spaced from cell/4 to half the field (``FitConfig.vcirc_radius_arcsec``).""")
 
-    dir : str
-        Absolute output directory (relative paths resolve against the configuration file's
-        directory; default ``<config stem>_results`` beside the configuration file).
-    figures : bool
-        Write the PNG figures (default true).
-    vcirc_draws : int
-        Posterior draws (thinned) through which the circular-velocity band is computed, >= 10
-        (default 200).
-    vcirc_n_radii : int
-        Radii of the band, log-spaced from cell/4 to half the field (``FitConfig.vcirc_radius_arcsec``),
-        >= 2 (default 64).
-    """
 
-    dir: str
-    figures: bool = True
-    vcirc_draws: int = 200
-    vcirc_n_radii: int = 64
+#: The sections of a fit configuration with their keys: ``(name, dataclass, what it is)``; [priors]
+#: is the parameters' (:data:`TABLE1`).
+SECTIONS = (
+    ("data", DataConfig, "The observation. A path ending in .fits is a cleaned image cube [Jy/beam], fitted in "
+                         "the Fourier domain of its pixels (nuker_mge_plugin/image/); some keys apply to it only."),
+    ("galaxy", GalaxyConfig, "The galaxy."),
+    ("model", ModelConfig, "The forward model's sky grid and options."),
+    ("gridding", GriddingConfig, "Kaiser-Bessel gridding of the visibilities (seed paper sec. 2.2.1); the keys "
+                                 "are grid_visibilities' keywords (cfg.gridding.kwargs())."),
+    ("likelihood", LikelihoodConfig, "The likelihood of the gridded cells."),
+    ("map", MapConfig, "The maximum-a-posteriori search that starts the chains."),
+    ("sampler", SamplerConfig, "The MCMC after the MAP: NUTS (default) or the seed paper's Fisher-MALA. The "
+                               "fields of the kind not chosen keep their defaults and are not written by "
+                               "FitConfig.to_dict."),
+    ("output", OutputConfig, "Where and what the fit writes."),
+)
+for _name, _cls, _intro in SECTIONS:
+    document(_cls, f"``[{_name}]``: {_intro[0].lower()}{_intro[1:]}")
 
 
 @dataclass(frozen=True)
@@ -624,105 +530,53 @@ def _toml_value(v):
     raise TypeError(f"cannot write {v!r} as TOML")
 
 
+def _priors_rst():
+    rows = [".. rubric:: [priors]", "",
+            "One entry per parameter (seed paper Table 1): ``name = [low, high]`` (uniform), ``name = value`` "
+            "(fixed), or for ``systemic_velocity``, ``x``, ``y`` the string ``\"from_data\"`` (their default: "
+            "the channels' velocity range and the field). ``ring_radius`` exists with "
+            "``model.surface_brightness = \"ring\"`` (default range: 0 to half the field).", "",
+            ".. list-table::", "   :header-rows: 1", "   :widths: 18 22 12 48", "",
+            "   * - key", "     - default range", "     - unit", "     - meaning"]
+    for name, (lo, hi, unit, desc) in TABLE1.items():
+        rng = '"from_data"' if name in DATA_PRIOR_NAMES else f"[{lo:g}, {hi:g}]"
+        rows += [f"   * - ``{name}``", f"     - {rng}", f"     - {unit or '-'}", f"     - {desc}"]
+    return "\n".join(rows) + "\n"
+
+
+def config_reference():
+    """reST reference of every key of a fit configuration, from the declarations (the docs'
+    configuration page; :mod:`nuker_mge_plugin.config_reference` has the survey's and mock's too)."""
+    head = [s for s in SECTIONS if s[0] in ("data", "galaxy", "model", "gridding", "likelihood")]
+    tail = [s for s in SECTIONS if s[0] in ("map", "sampler", "output")]
+    return reference_rst(head) + "\n" + _priors_rst() + "\n" + reference_rst(tail)
+
+
+def config_template():
+    """A commented TOML template of a fit configuration, every key at its default (``nuker-mge fit
+    --print-config``)."""
+    head = [s for s in SECTIONS if s[0] in ("data", "galaxy", "model", "gridding", "likelihood")]
+    tail = [s for s in SECTIONS if s[0] in ("map", "sampler", "output")]
+    priors = ["# One entry per parameter: name = [low, high] (uniform) or name = value (fixed); "
+              "systemic_velocity, x, y", '# default to "from_data".', "[priors]"]
+    for name, (lo, hi, unit, desc) in TABLE1.items():
+        value = '"from_data"' if name in DATA_PRIOR_NAMES else f"[{lo!r}, {hi!r}]"
+        priors.append(f"{name} = {value}    # {desc}{f' [{unit}]' if unit else ''}")
+    return template_toml(head) + "\n" + "\n".join(priors) + "\n\n" + template_toml(tail)
+
+
 # ---------------------------------------------------------------------------- checks
-def _suggest(word, choices):
-    m = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    if not m:  # "PA" -> "pa", "mbh" -> "log10_mbh"
-        w = word.lower()
-        m = [c for c in choices if c.lower() == w] or [c for c in choices if w and w in c.lower()]
-    return m[0] if m else None
+
+#: The valid keys of each section, from the declarations above ([priors]: the parameters).
+_SECTION_KEYS = {name: section_keys(cls) for name, cls, _ in SECTIONS}
+_SECTION_KEYS = {**{k: v for k, v in _SECTION_KEYS.items() if k in ("data", "galaxy", "model", "gridding",
+                                                                    "likelihood")},
+                 "priors": tuple(TABLE1) + EXTRA_PARAMETER_NAMES,
+                 **{k: v for k, v in _SECTION_KEYS.items() if k in ("map", "sampler", "output")}}
 
 
-class _Section:
-    """Reads one TOML table key by key; remembers which keys were given."""
-
-    def __init__(self, name, raw, valid):
-        self.name = name
-        self.raw = raw
-        unknown = [k for k in raw if k not in valid]
-        if unknown:
-            k = unknown[0]
-            s = _suggest(k, valid)
-            hint = f" (did you mean {name}.{s}?)" if s else f" (valid: {', '.join(valid)})"
-            raise ConfigError(f"{name}.{k}: unknown key{hint}")
-
-    def given(self, key):
-        return key in self.raw
-
-    def _fail(self, key, what, v):
-        raise ConfigError(f"{self.name}.{key}: expects {what}, got {v!r}")
-
-    def get(self, key, default):
-        if key not in self.raw:
-            if default is _REQUIRED:
-                raise ConfigError(f"{self.name}.{key}: required key is missing")
-            return default
-        return self.raw[key]
-
-    def number(self, key, default=None, *, gt=None, ge=None, lt=None, what=None):
-        v = self.get(key, default)
-        if v is None or (key not in self.raw):
-            return v
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        if ok:
-            v = float(v)
-            ok = (gt is None or v > gt) and (ge is None or v >= ge) and (lt is None or v < lt)
-        if not ok:
-            self._fail(key, what or _bounds_text("a finite number", gt, ge, lt), self.raw[key])
-        return v
-
-    def integer(self, key, default=None, *, ge=None, what=None):
-        v = self.get(key, default)
-        if key not in self.raw:
-            return v
-        if not (isinstance(v, int) and not isinstance(v, bool) and (ge is None or v >= ge)):
-            self._fail(key, what or _bounds_text("an integer", None, ge, None), v)
-        return v
-
-    def boolean(self, key, default):
-        v = self.get(key, default)
-        if key in self.raw and not isinstance(v, bool):
-            self._fail(key, "true or false", v)
-        return v
-
-    def choice(self, key, default, choices):
-        v = self.get(key, default)
-        if key in self.raw and v not in choices:
-            self._fail(key, "one of " + ", ".join(json.dumps(c) for c in choices), v)
-        return v
-
-    def string(self, key, default):
-        v = self.get(key, default)
-        if key in self.raw and not isinstance(v, str):
-            self._fail(key, "a string", v)
-        return v
-
-
-_REQUIRED = object()
-
-
-def _bounds_text(base, gt, ge, lt):
-    parts = [f"> {gt:g}" if gt is not None else None, f">= {ge:g}" if ge is not None else None,
-             f"< {lt:g}" if lt is not None else None]
-    parts = [p for p in parts if p]
-    return base + (" " + " and ".join(parts) if parts else "")
-
-
-_SECTION_KEYS = {
-    "data": ("path", "rest_freq_hz", "rms_jy_beam", "linefree_channels", "centre_radec_deg", "pb_path",
-             "fourier_threshold", "velocity_convention", "noise"),
-    "galaxy": ("distance_mpc", "name"),
-    "model": ("cell_arcsec", "n_pix", "backend", "nsub", "surface_brightness", "primary_beam"),
-    "gridding": ("width", "beta", "min_count", "max_halfwidth", "grow_step", "mask_grown"),
-    "likelihood": ("kind", "sigma_scale", "overlap_weights"),
-    "priors": tuple(TABLE1) + EXTRA_PARAMETER_NAMES,
-    "map": ("n_starts", "screen_grid", "screen_sweeps", "adam_steps", "adam_lr", "lbfgs_steps"),
-    "sampler": ("kind", "chains", "seed", "device", "dtype", "target_acceptance", "draws", "checkpoint_every",
-                "threads", "ridge_frac", "ridge_min", "warmup", "max_tree_depth", "until_converged", "block_draws",
-                "max_draws", "max_wall_s", "space", "burn_in_stages", "burn_in_steps", "step_sizes", "n_step_trials",
-                "step_trial_steps", "thin", "mass_matrix"),
-    "output": ("dir", "figures", "vcirc_draws", "vcirc_n_radii"),
-}
+def _section(name, raw):
+    return Section(name, raw, _SECTION_KEYS[name], ConfigError)
 
 
 def _resolve_path(p, base_dir):
@@ -807,13 +661,12 @@ def _check_nn_box(priors, distance_mpc):
                               f"(use \"exact\" outside it), got {got}{src}")
 
 
-_IMAGE_ONLY_KEYS = ("rms_jy_beam", "linefree_channels", "centre_radec_deg", "pb_path", "fourier_threshold",
-                    "velocity_convention", "noise")
+_IMAGE_ONLY_KEYS = tuple(k for k, (_, spec) in keys_of(DataConfig).items() if spec.only == "a FITS cube")
 
 
 def _data_config(s, path, raw, check_files):
     """``[data]``: a visibility ``.npz`` or a FITS image cube (its own keys)."""
-    from ..image.cube import VELOCITY_CONVENTIONS, is_image_cube
+    from ..image.cube import is_image_cube
 
     image = is_image_cube(path)
     if check_files and not Path(path).is_file():
@@ -824,12 +677,12 @@ def _data_config(s, path, raw, check_files):
             if s.given(k):
                 raise ConfigError(f"data.{k}: applies to a FITS image cube only (data.path ends in .fits), "
                                   f"got it with {Path(path).name!r}")
-        return DataConfig(path=path, rest_freq_hz=s.number("rest_freq_hz", CO21_REST_HZ, gt=0,
-                                                           what="a rest frequency > 0 [Hz]"))
+        return DataConfig(path=path, **read_section(DataConfig, s, skip=_IMAGE_ONLY_KEYS))
+    spec = keys_of(DataConfig)
     lf = s.get("linefree_channels", None)
     if lf is not None and not (isinstance(lf, list) and lf and all(
             isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in lf)):
-        raise ConfigError(f"data.linefree_channels: expects a list of 0-based channel indices, got {lf!r}")
+        s._fail("linefree_channels", spec["linefree_channels"][1].what, lf)
     cen = s.get("centre_radec_deg", None)
     if cen is not None and not (isinstance(cen, list) and len(cen) == 2 and all(
             isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in cen)
@@ -839,26 +692,21 @@ def _data_config(s, path, raw, check_files):
     pb = s.get("pb_path", None)
     if pb is not None:
         if not (isinstance(pb, str) and pb):
-            raise ConfigError(f"data.pb_path: expects the path of a FITS primary-beam image, got {pb!r}")
+            s._fail("pb_path", spec["pb_path"][1].what, pb)
         pb = _resolve_path(pb, Path(path).parent if not Path(pb).is_absolute() else "/")
         if check_files and not Path(pb).is_file():
             raise ConfigError(f"data.pb_path: expects an existing FITS file, got {s.raw['pb_path']!r} "
                               f"(not found: {pb})")
-    rms = s.number("rms_jy_beam", None, gt=0, what="a noise rms > 0 [Jy/beam]")
-    noise = s.choice("noise", "beam" if rms is not None else "empirical", ("empirical", "beam"))
-    if noise == "empirical" and rms is not None:
+    rms = s.value("rms_jy_beam", spec["rms_jy_beam"][1], None)
+    v = read_section(DataConfig, s, defaults=dict(rest_freq_hz=None, noise="beam" if rms is not None else "empirical"))
+    if v["noise"] == "empirical" and rms is not None:
         raise ConfigError("data.noise: expects \"beam\" when data.rms_jy_beam is given (the empirical noise is "
                           "measured in data.linefree_channels instead), got 'empirical'")
     if lf is not None and rms is not None:
         raise ConfigError("data.linefree_channels: expects to be left out when data.rms_jy_beam is given (one "
                           f"noise source), got {lf!r}")
-    return DataConfig(
-        path=path, rest_freq_hz=s.number("rest_freq_hz", None, gt=0, what="a rest frequency > 0 [Hz]"),
-        rms_jy_beam=rms, noise=noise,
-        linefree_channels=tuple(lf) if lf is not None else None,
-        centre_radec_deg=tuple(float(c) for c in cen) if cen is not None else None, pb_path=pb,
-        fourier_threshold=s.number("fourier_threshold", 0.05, gt=0, lt=1, what="a beam response in (0, 1)"),
-        velocity_convention=s.choice("velocity_convention", "header", VELOCITY_CONVENTIONS))
+    return DataConfig(path=path, linefree_channels=tuple(lf) if lf is not None else None,
+                      centre_radec_deg=tuple(float(c) for c in cen) if cen is not None else None, pb_path=pb, **v)
 
 
 def _image_grid_defaults(s, data, check_files):
@@ -866,7 +714,7 @@ def _image_grid_defaults(s, data, check_files):
     from ..image.cube import image_cube_grid
 
     if not (check_files and Path(data.path).is_file()):
-        return _REQUIRED, _REQUIRED, data
+        return REQUIRED, REQUIRED, data
     try:
         cell, n_max, rest = image_cube_grid(data.path)
     except ValueError as e:
@@ -886,61 +734,40 @@ def _image_grid_defaults(s, data, check_files):
 
 def _sampler_config(s):
     """``[sampler]``: the keys common to both kinds, then those of ``sampler.kind`` (the other kind's are an error)."""
-    kind = s.choice("kind", "nuts", tuple(SAMPLER_KIND_KEYS))
+    spec = keys_of(SamplerConfig)
+    kind = s.value("kind", spec["kind"][1], "nuts")
     for other, keys in SAMPLER_KIND_KEYS.items():
         for k in keys:
             if other != kind and s.given(k):
                 raise ConfigError(f"sampler.{k}: applies to sampler.kind = \"{other}\" only, got it with "
                                   f"kind = \"{kind}\"" + ("" if s.given("kind") else " (the default)"))
-    dev = s.string("device", "cpu")
-    _check_device(dev)
-    defaults = SAMPLER_DEFAULTS[kind]
-    draws = s.integer("draws", defaults["draws"], ge=1, what="an integer >= 1 [draws per chain]")
-    common = dict(
-        kind=kind, chains=s.integer("chains", 4, ge=2, what="an integer >= 2 (R-hat needs several chains)"),
-        seed=s.integer("seed", 0, ge=0), device=dev, dtype=s.choice("dtype", "float64", ("float64", "float32")),
-        target_acceptance=s.number("target_acceptance", defaults["target_acceptance"], gt=0, lt=1,
-                                   what="an acceptance in (0, 1)"),
-        draws=draws,
-        checkpoint_every=s.integer("checkpoint_every", 500, ge=0, what="an integer >= 0 [iterations] (0 = never)"),
-        ridge_frac=s.number("ridge_frac", 1e-3, ge=0), ridge_min=s.number("ridge_min", 1e-8, gt=0),
-        threads=s.integer("threads", 0, ge=0, what="an integer >= 0 (0 = torch's default)"))
+    mine = SAMPLER_KIND_KEYS[kind]
+    others = [k for keys in SAMPLER_KIND_KEYS.values() for k in keys if k not in mine]
+    common = read_section(SamplerConfig, s, defaults=SAMPLER_DEFAULTS[kind],
+                          skip=[*mine, *others])
+    _check_device(common["device"])
     if kind == "nuts":
-        max_draws = s.integer("max_draws", max(10000, draws), ge=draws,
-                              what=f"an integer >= sampler.draws = {draws} [draws per chain]")
-        return SamplerConfig(
-            **common, warmup=s.integer("warmup", 500, ge=20, what="an integer >= 20 [iterations per chain]"),
-            max_tree_depth=_int_in(s, "max_tree_depth", 10, 1, 15, "[trajectory doublings]"),
-            until_converged=s.boolean("until_converged", True),
-            block_draws=s.integer("block_draws", 250, ge=50, what="an integer >= 50 [draws per chain]"),
-            max_draws=max_draws,
-            max_wall_s=s.number("max_wall_s", 0.0, ge=0, what="a time >= 0 [s] (0 = no limit)"),
-            space=s.choice("space", "box", ("box", "logit")))
+        draws = common["draws"]
+        nuts = read_section(SamplerConfig, s, defaults=dict(max_draws=max(10000, draws)),
+                            checks=dict(max_draws=dict(ge=draws, what=f"an integer >= sampler.draws = {draws} "
+                                                                      "[draws per chain]")),
+                            skip=[k for k in spec if k not in mine])
+        return SamplerConfig(**common, **nuts)
     step_sizes = s.get("step_sizes", None)
     if step_sizes is not None:
         if not (isinstance(step_sizes, list) and step_sizes and all(
                 isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
                 for x in step_sizes)):
-            raise ConfigError(f"sampler.step_sizes: expects a non-empty list of step sizes > 0, got {step_sizes!r}")
+            s._fail("step_sizes", spec["step_sizes"][1].what, step_sizes)
         step_sizes = tuple(float(x) for x in step_sizes)
         if s.given("n_step_trials") and s.raw["n_step_trials"] != len(step_sizes):
             raise ConfigError(f"sampler.n_step_trials: expects len(sampler.step_sizes) = {len(step_sizes)} or "
                               f"to be left out, got {s.raw['n_step_trials']!r}")
-    return SamplerConfig(
-        **common, until_converged=False,  # MALA runs its fixed schedule
-        burn_in_stages=s.integer("burn_in_stages", 3, ge=1), burn_in_steps=s.integer("burn_in_steps", 500, ge=1),
-        step_sizes=step_sizes,
-        n_step_trials=len(step_sizes) if step_sizes else s.integer("n_step_trials", 6, ge=1),
-        step_trial_steps=s.integer("step_trial_steps", 200, ge=1), thin=s.integer("thin", 1, ge=1),
-        mass_matrix=s.choice("mass_matrix", "fisher", ("fisher", "adaptive")))
-
-
-def _int_in(s, key, default, lo, hi, unit):
-    """An integer key in [lo, hi]."""
-    v = s.integer(key, default, ge=lo, what=f"an integer in {lo}..{hi} {unit}")
-    if v > hi:
-        s._fail(key, f"an integer in {lo}..{hi} {unit}", v)
-    return v
+    mala = read_section(SamplerConfig, s, skip=[k for k in spec if k not in mine])
+    if step_sizes:
+        mala["n_step_trials"] = len(step_sizes)
+    return SamplerConfig(**common, **mala, step_sizes=step_sizes,
+                         until_converged=False)  # MALA runs its fixed schedule
 
 
 def config_from_dict(raw, base_dir=".", source=None, *, check_files=True):
@@ -970,54 +797,45 @@ def config_from_dict(raw, base_dir=".", source=None, *, check_files=True):
         raise ConfigError(f"configuration: expects a TOML document (a table), got {type(raw).__name__}")
     for sec, val in raw.items():
         if sec not in _SECTION_KEYS:
-            s = _suggest(sec, _SECTION_KEYS)
+            s = suggest(sec, _SECTION_KEYS)
             hint = f" (did you mean [{s}]?)" if s else f" (valid: {', '.join('[' + k + ']' for k in _SECTION_KEYS)})"
             raise ConfigError(f"{sec}: unknown section{hint}")
         if not isinstance(val, dict):
             raise ConfigError(f"{sec}: expects a [{sec}] table, got {val!r}")
-    sections = {name: _Section(name, raw.get(name, {}), keys) for name, keys in _SECTION_KEYS.items()}
+    sections = {name: _section(name, raw.get(name, {})) for name in _SECTION_KEYS}
 
     s = sections["data"]
-    path = s.string("path", _REQUIRED)
+    path = s.get("path", REQUIRED)
+    if not isinstance(path, str):
+        s._fail("path", "a string", path)
     if not path:
         raise ConfigError("data.path: expects the path of the .npz observation, got ''")
     path = _resolve_path(path, base_dir)
     data = _data_config(s, path, raw, check_files)
 
-    s = sections["galaxy"]
-    galaxy = GalaxyConfig(distance_mpc=s.number("distance_mpc", _REQUIRED, gt=0, what="a distance > 0 [Mpc]"),
-                          name=s.string("name", ""))
+    galaxy = GalaxyConfig(**read_section(GalaxyConfig, sections["galaxy"]))
 
     s = sections["model"]
-    cell_default, n_pix_default = _REQUIRED, _REQUIRED
+    grid_defaults = {}
     if data.is_image:
-        cell_default, n_pix_default, data = _image_grid_defaults(s, data, check_files)
-    model = ModelConfig(
-        cell_arcsec=s.number("cell_arcsec", cell_default, gt=0, what="a pixel size > 0 [arcsec]"),
-        n_pix=s.integer("n_pix", n_pix_default, ge=8, what="an integer >= 8 [pixels]"),
-        backend=s.choice("backend", "exact", ("exact", "nn")),
-        nsub=s.integer("nsub", 3, ge=1, what="an integer >= 1 [sub-pixels per pixel side]"),
-        surface_brightness=s.choice("surface_brightness", "exponential", ("exponential", "ring")),
-        primary_beam=s.boolean("primary_beam", True))
+        cell, n_pix, data = _image_grid_defaults(s, data, check_files)
+        grid_defaults = dict(cell_arcsec=cell, n_pix=n_pix)
+    model = ModelConfig(**read_section(ModelConfig, s, defaults=grid_defaults))
 
     s = sections["gridding"]
-    width = s.number("width", 1.0, gt=0, what="a window width > 0 [cells]")
-    gridding = GriddingConfig(
-        width=width, beta=s.number("beta", 2.0, gt=0, what="a Kaiser-Bessel shape > 0"),
-        min_count=s.integer("min_count", 5, ge=2, what="an integer >= 2 [visibilities]"),
-        max_halfwidth=s.number("max_halfwidth", max(2.5, width / 2), ge=width / 2,
-                               what=f"a half-width >= gridding.width / 2 = {width / 2:g} [cells]"),
-        grow_step=s.number("grow_step", 0.5, gt=0, what="a step > 0 [cells]"),
-        mask_grown=s.boolean("mask_grown", False))
+    width = s.value("width", keys_of(GriddingConfig)["width"][1], 1.0)
+    gridding = GriddingConfig(**read_section(
+        GriddingConfig, s, defaults=dict(max_halfwidth=max(2.5, width / 2)),
+        checks=dict(max_halfwidth=dict(ge=width / 2, what=f"a half-width >= gridding.width / 2 = {width / 2:g} "
+                                                          "[cells]"))))
 
     s = sections["likelihood"]
-    kind = s.choice("kind", "student_t", ("student_t", "gaussian"))
+    kind = s.value("kind", keys_of(LikelihoodConfig)["kind"][1], "student_t")
     if kind == "student_t" and s.given("sigma_scale"):
         raise ConfigError("likelihood.sigma_scale: expects likelihood.kind = \"gaussian\" (the Student-t "
                           f"takes its width from the data), got {s.raw['sigma_scale']!r} with kind = \"student_t\"")
-    sigma_scale = s.number("sigma_scale", 2.0, gt=0, what="a factor > 0") if kind == "gaussian" else None
-    likelihood = LikelihoodConfig(kind=kind, sigma_scale=sigma_scale,
-                                  overlap_weights=s.boolean("overlap_weights", True))
+    likelihood = LikelihoodConfig(**read_section(LikelihoodConfig, s,
+                                                 defaults=dict(sigma_scale=2.0 if kind == "gaussian" else None)))
 
     s = sections["priors"]
     entries = []
@@ -1045,21 +863,18 @@ def config_from_dict(raw, base_dir=".", source=None, *, check_files=True):
     if model.backend == "nn":
         _check_nn_box(priors, galaxy.distance_mpc)
 
-    s = sections["map"]
-    map_ = MapConfig(n_starts=s.integer("n_starts", 4, ge=1), screen_grid=s.integer("screen_grid", 24, ge=2),
-                     screen_sweeps=s.integer("screen_sweeps", 3, ge=0), adam_steps=s.integer("adam_steps", 300, ge=0),
-                     adam_lr=s.number("adam_lr", 0.02, gt=0), lbfgs_steps=s.integer("lbfgs_steps", 50, ge=0))
+    map_ = MapConfig(**read_section(MapConfig, sections["map"]))
 
     sampler = _sampler_config(sections["sampler"])
 
     s = sections["output"]
     stem = Path(source).stem if source else "nuker_mge"
-    out_dir = s.string("dir", f"{stem}_results")
+    out_dir = s.get("dir", f"{stem}_results")
+    if not isinstance(out_dir, str):
+        s._fail("dir", "a string", out_dir)
     if not out_dir:
         raise ConfigError("output.dir: expects a directory path, got ''")
-    output = OutputConfig(dir=_resolve_path(out_dir, base_dir), figures=s.boolean("figures", True),
-                          vcirc_draws=s.integer("vcirc_draws", 200, ge=10),
-                          vcirc_n_radii=s.integer("vcirc_n_radii", 64, ge=2))
+    output = OutputConfig(dir=_resolve_path(out_dir, base_dir), **read_section(OutputConfig, s))
 
     return FitConfig(data=data, galaxy=galaxy, model=model, gridding=gridding, likelihood=likelihood,
                      priors=priors, map=map_, sampler=sampler, output=output,

@@ -424,10 +424,6 @@ def mala_schedule(s):
                         target_accept=s.target_acceptance, adapt_mass_matrix=s.mass_matrix == "adaptive")
 
 
-#: The old private name (validation scripts import it).
-_schedule = mala_schedule
-
-
 def nuts_settings(s):
     """The ``sampling.nuts.NUTSSettings`` of a ``[sampler]`` section with ``kind = "nuts"``.
 

@@ -33,15 +33,13 @@ import torch
 
 from ..backends import get_backend
 from ..basis import SIGMA_GRID_PC, pc_per_arcsec
-from ..constants import radio_velocity_kms
+from ..constants import SURFACE_BRIGHTNESS, radio_velocity_kms
 from ..dynamics.coords import SkyGrid
 from ..dynamics.cube import GasCube
 from ..dynamics.vcirc import vcirc_qintr
 
 __all__ = ["radio_velocity_kms", "channel_axis", "NukerDiscModel", "SURFACE_BRIGHTNESS"]
 
-#: Gas surface-brightness profiles of :class:`NukerDiscModel`.
-SURFACE_BRIGHTNESS = ("exponential", "ring")
 
 
 def channel_axis(chan_freq_hz, rest_freq_hz):
