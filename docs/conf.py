@@ -166,6 +166,9 @@ class PackageModules(SphinxDirective):
     def run(self):
         package = importlib.import_module(self.arguments[0])
         names = sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
+        # a module that moved stays importable under its old name as an alias of the new one: document it once
+        names = [n for n in names if importlib.import_module(f"{package.__name__}.{n}").__name__
+                 == f"{package.__name__}.{n}"]
         text = "\n".join(f".. automodule:: {package.__name__}.{name}\n" for name in names)
         return self.parse_text_to_nodes(text)
 

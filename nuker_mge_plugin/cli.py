@@ -238,13 +238,13 @@ def _cmd_mock(args):
 
 
 def _cmd_fit(args):
-    from .inference.config import config_template, load_config
+    from .pipeline.config import config_template, load_config
     if args.print_config:
         print(config_template(), end="")
         return 0
     if args.config is None:
         raise ValueError("fit: give a configuration file (or --print-config for a template)")
-    from .inference.fit import run_fit
+    from .pipeline.fit import run_fit
     silence_fit_warnings()  # run_fit logs every warning line itself
     cfg = load_config(args.config)
     summary = run_fit(cfg, args.out, resume=args.resume, progress=not args.no_progress)
@@ -307,8 +307,8 @@ def _cmd_demo(args):
     import shutil
     from importlib import resources
 
-    from .inference.config import load_config
-    from .inference.fit import run_fit
+    from .pipeline.config import load_config
+    from .pipeline.fit import run_fit
     from .mock import load_mock_config, mock_from_parameters
 
     check_output_dir(args.out, "--out")

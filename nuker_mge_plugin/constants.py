@@ -32,7 +32,7 @@ CO10_REST_HZ = 115.2712018e9
 INC_RANGE_DEG = (0.0, 90.0)
 INC_RULE = " and 0 < inc_deg <= 90 [deg] (90 = edge-on)"
 
-#: Gas surface-brightness profiles of the disc model (inference.forward.NukerDiscModel).
+#: Gas surface-brightness profiles of the disc model (model.forward.NukerDiscModel).
 SURFACE_BRIGHTNESS = ("exponential", "ring")
 #: How a FITS cube's velocity axis is read: as astropy reads the header, or as radio / optical velocities.
 VELOCITY_CONVENTIONS = ("header", "radio", "optical")

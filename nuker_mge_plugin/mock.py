@@ -36,7 +36,7 @@ import numpy as np
 from .constants import C_KMS, CO21_REST_HZ, radio_frequency_hz
 from .dynamics.coords import SkyGrid
 from .dynamics.visibilities import alma_pb_fwhm_arcsec, direct_ft
-from .inference.config import GalaxyConfig
+from .pipeline.config import GalaxyConfig
 from .observation import REQUIRED_KEYS, load_observation, save_observation, validate_observation
 from .schema import REQUIRED, Key, Section, document, key, keys_of, read_section, section_keys, suggest
 

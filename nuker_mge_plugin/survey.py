@@ -55,7 +55,7 @@ from pathlib import Path
 
 from ._files import atomic_write
 from ._warnings import silence_fit_warnings
-from .inference.config import ConfigError, load_config
+from .pipeline.config import ConfigError, load_config
 from .schema import Section, document, key, keys_of, read_section, section_keys, suggest
 
 __all__ = ["SurveyConfig", "SurveyGalaxy", "SchedulerConfig", "JobqueueConfig", "load_survey", "fit_galaxy",
@@ -213,7 +213,7 @@ def _scheduler(raw, n_galaxies):
 def load_survey(path, out_dir, *, check_fits=True):
     """Read and validate a survey file; ``out_dir`` is the survey's results directory.
 
-    Every galaxy configuration is loaded with :func:`~nuker_mge_plugin.inference.config.load_config`
+    Every galaxy configuration is loaded with :func:`~nuker_mge_plugin.pipeline.config.load_config`
     (``check_fits``), so a bad one fails here, before any cluster starts. Raises
     :class:`SurveyError` (a ``ConfigError``, one line) on any problem.
     """
@@ -347,7 +347,7 @@ def fit_galaxy(name, config_path, out_dir, torch_threads=None):
     """
     import torch
 
-    from .inference.fit import run_fit
+    from .pipeline.fit import run_fit
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

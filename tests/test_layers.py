@@ -76,3 +76,34 @@ def test_sampling_is_model_free():
         if mod.startswith("nuker_mge_plugin.sampling"):
             outside = {d for d in deps if not d.startswith("nuker_mge_plugin.sampling")} - allowed
             assert not outside, (mod, sorted(outside))
+
+
+def test_both_cell_models_follow_the_cell_model_protocol(tmp_path):
+    """The visibility cells and an image cube's Fourier modes have what the fit uses of them."""
+    import numpy as np
+    from astropy.io import fits
+
+    from nuker_mge_plugin.dynamics.coords import SkyGrid
+    from nuker_mge_plugin.dynamics.gridder import grid_visibilities
+    from nuker_mge_plugin.dynamics.visibilities import GriddedModel
+    from nuker_mge_plugin.image import BeamFourierCells, read_image_cube
+    from nuker_mge_plugin.model.cells import CellModel
+
+    n, cell = 16, 0.5
+    grid = SkyGrid(n, n, cell)
+    rng = np.random.default_rng(0)
+    umax = 0.5 / (cell * 4.84813681109536e-06)
+    u, v = rng.uniform(-umax / 2, umax / 2, (2, 4000))
+    vis = rng.normal(size=4000) + 1j * rng.normal(size=4000)
+    gv = grid_visibilities(u, v, vis, np.ones(4000), np.zeros(4000, int), grid, 1)
+    h = fits.Header()
+    h["CTYPE1"], h["CDELT1"], h["CRPIX1"], h["CRVAL1"] = "RA---SIN", -cell / 3600, n // 2 + 1, 180.0
+    h["CTYPE2"], h["CDELT2"], h["CRPIX2"], h["CRVAL2"] = "DEC--SIN", cell / 3600, n // 2 + 1, 10.0
+    h["CTYPE3"], h["CRPIX3"], h["CRVAL3"], h["CDELT3"], h["CUNIT3"] = "VRAD", 1.0, 1300e3, -20e3, "m/s"
+    h["RESTFRQ"], h["BUNIT"], h["BMAJ"], h["BMIN"], h["BPA"] = 230.538e9, "Jy/beam", 2 / 3600, 1.4 / 3600, 30.0
+    fits.PrimaryHDU(np.zeros((3, n, n), np.float32), h).writeto(tmp_path / "c.fits")
+    image_cells = BeamFourierCells(read_image_cube(tmp_path / "c.fits", rms_jy_beam=0.01), grid, noise="beam")
+    for cells in (GriddedModel(gv, grid), image_cells):
+        assert isinstance(cells, CellModel), type(cells)
+        assert cells.vis.shape == cells.sigma.shape == cells.n_eff.shape == (cells.n_cells,)
+    assert not isinstance(object(), CellModel)

@@ -427,3 +427,29 @@ def test_stacked_identical_rows_take_the_fast_path(monkeypatch):
     assert VC._last_path == "general"
     vcirc_qintr(b["surf_pc"], stacked_sigma.requires_grad_(), b["qintr"], *args, b["rad"])
     assert VC._last_path == "general"
+
+
+def test_vcirc_table_module_equals_vcirc_qintr_and_touches_no_global_cache(monkeypatch):
+    """VcircTable (the fit's path: its table a buffer) gives vcirc_qintr's v_c and gradients."""
+    monkeypatch.setattr(VC, "_fast_cache", type(VC._fast_cache)())
+    gen = torch.Generator().manual_seed(3)
+    for dt, tol in ((torch.float64, 1e-12), (torch.float32, 2e-5)):
+        sig = torch.as_tensor(SIGMA_GRID_PC / pc_per_arcsec(16.5), dtype=dt)
+        rad = torch.as_tensor(np.concatenate([[0.0], np.geomspace(0.01, 30.0, 63)]), dtype=dt)
+        table = VC.VcircTable(sig, rad, 16.5)
+        B = 4
+        surf = (10 ** (4 * torch.rand(B, 64, generator=gen, dtype=dt))).requires_grad_(True)
+        q = (0.2 + 0.8 * torch.rand(B, 1, generator=gen, dtype=dt)).requires_grad_(True)
+        inc = (30 + 60 * torch.rand(B, generator=gen, dtype=dt)).requires_grad_(True)
+        mbh = 10 ** (6 + 3 * torch.rand(B, generator=gen, dtype=dt))
+        a, b = table(surf, q, inc, mbh, 0.01), VC.vcirc_qintr(surf, sig, q, inc, mbh, 16.5, rad, 0.01)
+        assert a.shape == (B, 64) and a.dtype == dt and float(a[:, 0].abs().max()) == 0.0
+        assert torch.allclose(a, b, rtol=tol, atol=0.0)
+        for ga, gb in zip(torch.autograd.grad(a.sum(), (surf, q, inc)), torch.autograd.grad(b.sum(), (surf, q, inc))):
+            assert float((ga - gb).abs().max()) <= 100 * tol * float(gb.abs().max())
+        q_low = q.detach().clone()
+        q_low[1] = 0.005                         # below the interpolation's range: the general path
+        assert torch.allclose(table(surf, q_low, inc, mbh), VC.vcirc_qintr(surf, sig, q_low, inc, mbh, 16.5, rad),
+                              rtol=tol, atol=0.0)
+    assert len(VC._fast_cache) == 0   # the module keeps its table itself (vcirc_qintr at B = 4 caches none)
+    assert "table" in dict(table.named_buffers())

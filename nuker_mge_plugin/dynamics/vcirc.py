@@ -67,7 +67,7 @@ _LAM2_MIN = 0.25
 #: Work on the 4-D (batch, Gaussian, radius, node) tensor in chunks of about this many elements.
 _CHUNK_ELEMENTS = 1 << 19
 
-__all__ = ["vcirc", "vcirc_qintr", "G_KMS2_PC_PER_MSUN", "shell_integral", "vcirc_from_e2"]
+__all__ = ["vcirc", "vcirc_qintr", "VcircTable", "G_KMS2_PC_PER_MSUN", "shell_integral", "vcirc_from_e2"]
 
 
 # ----------------------------------------------------------------------------- quadrature
@@ -452,6 +452,11 @@ def _mge_sum_fast(coef, q_intr, sigma_arcsec, rad_arcsec, n_nodes, acc, key=None
             table = _fast_table(sigma_arcsec, rad_arcsec, n_nodes, acc)
     else:
         _fast_cache.move_to_end(key)
+    return _contract(coef, q_intr, table)
+
+
+def _contract(coef, q_intr, table):
+    """sum_k coef[b, k] I(a_kr, q_bk) (B, R) from the Chebyshev table (K * n, R) of :func:`_fast_table`."""
     x = (2.0 * q_intr - (1.0 + _FAST_Q_MIN)) / (1.0 - _FAST_Q_MIN)         # (B, K) in [-1, 1]
     cheb = [torch.ones_like(x), x]
     for _ in range(2, _FAST_N_Q):
@@ -560,3 +565,73 @@ def vcirc_qintr(surf_pc, sigma_arcsec, qintr, inc_deg, mbh, distance, rad, soft=
     qobs = torch.sqrt((qintr_t * sin_i) ** 2 + cos_i ** 2)
     e2 = (1.0 - qintr_t) * (1.0 + qintr_t)   # = 1 - qintr^2 without cancellation
     return _finish(_vcirc_prepared(p, qobs, e2, n_nodes, lambda: qintr_t.to(_acc_dtype(qintr_t.device))), flags)
+
+
+class VcircTable(torch.nn.Module):
+    """:func:`vcirc_qintr` for MGEs on fixed widths at fixed radii and distance, its table a buffer.
+
+    A fit evaluates the circular velocity of many models on one set of Gaussian widths (the
+    64-Gaussian basis) at one set of radii (the rotation curve's nodes). What does not depend on
+    the model -- the Chebyshev coefficients in q_intr of the shell integrals, (K * n, R) -- is
+    computed once here and kept as a buffer, so that it moves with ``.to(device)`` like the rest
+    of the model and no cache outside the module is involved. Each call then costs one GEMM.
+
+    Parameters
+    ----------
+    sigma_arcsec : (K,) tensor
+        Gaussian dispersions [arcsec], > 0.
+    rad_arcsec : (R,) tensor
+        Radii in the equatorial plane [arcsec], >= 0 (v = 0 at rad = 0).
+    distance_mpc : float
+        Distance [Mpc], > 0.
+    n_nodes : int
+        Gauss-Legendre nodes of the shell integrals (as :func:`vcirc_qintr`).
+
+    Calling it with ``surf_pc`` (B, K) [Msun/pc^2] (projected peak surface densities at
+    ``inc_deg``), ``qintr`` (B, 1) or (B, K) (intrinsic axis ratio, in (0, 1]), ``inc_deg`` (B,)
+    [deg], ``mbh`` (B,) [Msun] and ``soft_arcsec`` (scalar or (B,)) [arcsec] returns v_c (B, R)
+    [km/s] in ``surf_pc``'s dtype, equal to :func:`vcirc_qintr` (tests/test_vcirc.py). Batch
+    members with ``qintr < 0.01``, which the interpolation does not cover, take the general path.
+    The inputs are not range-checked here (a fit's parameters are inside their priors): use
+    :func:`vcirc_qintr` for checked, any-shape inputs.
+    """
+
+    def __init__(self, sigma_arcsec, rad_arcsec, distance_mpc, *, n_nodes=N_NODES):
+        super().__init__()
+        sigma = torch.as_tensor(sigma_arcsec)
+        rad = torch.as_tensor(rad_arcsec, dtype=sigma.dtype, device=sigma.device)
+        if sigma.ndim != 1 or rad.ndim != 1 or not bool((sigma > 0).all()) or not bool((rad >= 0).all()):
+            raise ValueError("VcircTable: sigma_arcsec must be (K,) > 0 and rad_arcsec (R,) >= 0 [arcsec]")
+        if not (math.isfinite(distance_mpc) and distance_mpc > 0):
+            raise ValueError(f"distance_mpc = {distance_mpc!r} is invalid: it must be finite and > 0 [Mpc]")
+        self.distance_mpc, self.n_nodes = float(distance_mpc), int(n_nodes)
+        self.register_buffer("sigma_arcsec", sigma)
+        self.register_buffer("rad_arcsec", rad)
+        acc = _acc_dtype(sigma.device)
+        with torch.no_grad():
+            table = _fast_table(sigma, torch.where(rad <= 0, torch.ones_like(rad), rad), self.n_nodes, acc)
+        self.register_buffer("table", table)
+
+    def forward(self, surf_pc, qintr, inc_deg, mbh, soft_arcsec=0.0):
+        dtype, device = surf_pc.dtype, surf_pc.device
+        B, K = surf_pc.shape
+        acc = self.table.dtype
+        qintr = torch.as_tensor(qintr, dtype=dtype, device=device).expand(B, K)
+        inc_deg = torch.as_tensor(inc_deg, dtype=dtype, device=device).reshape(B)
+        inc = torch.deg2rad(inc_deg)[:, None]
+        with torch.no_grad():
+            covered = bool((qintr.to(acc) >= _FAST_Q_MIN).all())
+        if not covered:
+            return vcirc_qintr(surf_pc, self.sigma_arcsec.to(dtype), qintr, inc_deg, mbh,
+                               self.distance_mpc, self.rad_arcsec.to(dtype), soft_arcsec, n_nodes=self.n_nodes)
+        qobs = torch.sqrt((qintr * torch.sin(inc)) ** 2 + torch.cos(inc) ** 2)
+        pc = pc_per_arcsec(torch.full((B,), self.distance_mpc, dtype=dtype, device=device))
+        sigma_pc = self.sigma_arcsec.to(dtype)[None, :] * pc[:, None]
+        rad_pc = self.rad_arcsec.to(dtype)[None, :] * pc[:, None]
+        at_centre = rad_pc <= 0
+        R = torch.where(at_centre, torch.ones_like(rad_pc), rad_pc)
+        coef = surf_pc.to(acc) * qobs.to(acc) / sigma_pc.to(acc)
+        mge_sum = _contract(coef, qintr.to(acc), self.table)
+        mbh = torch.as_tensor(mbh, dtype=dtype, device=device).expand(B)
+        soft = torch.as_tensor(soft_arcsec, dtype=dtype, device=device).expand(B)
+        return _velocity_from_sum(mge_sum, R, at_centre, mbh, soft * pc, dtype)

@@ -100,7 +100,7 @@ class BeamFourierCells(torch.nn.Module):
     The image-plane counterpart of ``dynamics.visibilities.GriddedModel``: it holds the data's modes
     (``vis``), their standard errors (``sigma``) and noise sample counts (``n_eff``) on the same
     ``(chan, ku, kv)`` cell layout (``cell_index`` into ``(n_chan, n_x, n_y)``, zero frequency at
-    ``(n_x // 2, n_y // 2)``), so ``inference.likelihood.GriddedLikelihood`` takes them as they are.
+    ``(n_x // 2, n_y // 2)``), so ``model.likelihood.GriddedLikelihood`` takes them as they are.
 
     Parameters
     ----------

@@ -1,7 +1,10 @@
-"""Bayesian inference core: Table-1 parameters and priors, empirical Fisher matrix, batched MALA.
+"""Bayesian inference core: Table-1 parameters and priors, the empirical Fisher matrix, the MAP search.
 
 Model-independent: everything here works on any ``logp_and_grad`` / ``residual_fn`` (seed paper
-appendices B-C). The forward model and the likelihood are wired in by the caller.
+appendices B-C); the forward model (:mod:`nuker_mge_plugin.model`) and the pipeline
+(:mod:`nuker_mge_plugin.pipeline`) wire it in. ``inference.config``, ``.fit``, ``.forward``,
+``.likelihood``, ``.plots``, ``.products`` and ``.results`` are aliases of the modules that moved
+there; ``inference.mala`` re-exports :mod:`nuker_mge_plugin.sampling`'s MALA.
 
 Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
 Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,

@@ -39,7 +39,7 @@ class NamedDraws:
         return names
 
     def draws(self, names=None):
-        """Constrained draws as ``name -> (C, N)`` arrays (the ``draws`` of :mod:`nuker_mge_plugin.inference.results`).
+        """Constrained draws as ``name -> (C, N)`` arrays (the ``draws`` of :mod:`nuker_mge_plugin.pipeline.results`).
 
         Parameters
         ----------

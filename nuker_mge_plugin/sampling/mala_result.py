@@ -112,7 +112,7 @@ class MALAResult(NamedDraws):
         return int(sum(self.n_nonfinite.values()))
 
     def sample_stats(self):
-        """Per-draw statistics, each (C, N), in the form :mod:`~nuker_mge_plugin.inference.results` takes.
+        """Per-draw statistics, each (C, N), in the form :mod:`~nuker_mge_plugin.pipeline.results` takes.
 
         Returns
         -------
@@ -128,7 +128,7 @@ class MALAResult(NamedDraws):
         """Per-stage traces ``stage -> {name -> (C, steps), "logp": (C, steps)}`` (constrained).
 
         Burn-in and step-size stages hold every step; ``sample`` holds the kept draws. The form
-        :mod:`~nuker_mge_plugin.inference.results` takes for its trace figure. ``names`` as in :meth:`draws`.
+        :mod:`~nuker_mge_plugin.pipeline.results` takes for its trace figure. ``names`` as in :meth:`draws`.
         """
         names = self._names(names)
         sample_id = len(self.stage_names) - 1
