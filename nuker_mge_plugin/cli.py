@@ -308,8 +308,9 @@ def _cmd_demo(args):
     from importlib import resources
 
     from .pipeline.config import load_config
-    from .pipeline.fit import run_fit
     from .mock import load_mock_config, mock_from_parameters
+    from .pipeline.fit import run_fit
+    from .pipeline.rundir import RunDir
 
     check_output_dir(args.out, "--out")
     os.makedirs(args.out, exist_ok=True)
@@ -336,7 +337,7 @@ def _cmd_demo(args):
     fit_dir = os.path.join(args.out, f"fit{suffix}")
     # the verdict (converged, or a warning line) is run_fit's last line; the demo exits 0 either way
     silence_fit_warnings()
-    run_fit(cfg, fit_dir, resume=os.path.exists(os.path.join(fit_dir, "map.json")), progress=not args.no_progress)
+    run_fit(cfg, fit_dir, resume=RunDir(fit_dir).started, progress=not args.no_progress)
     return 0
 
 

@@ -55,6 +55,7 @@ from pathlib import Path
 
 from ._files import atomic_write
 from ._warnings import silence_fit_warnings
+from .pipeline.rundir import RunDir
 from .pipeline.config import ConfigError, load_config
 from .schema import Section, document, key, keys_of, read_section, section_keys, suggest
 
@@ -272,12 +273,7 @@ def load_survey(path, out_dir, *, check_fits=True):
 
 def galaxy_state(galaxy):
     """``"done"`` (``summary.json`` exists), ``"resume"`` (a checkpoint or MAP exists) or ``"new"``."""
-    d = Path(galaxy.out_dir)
-    if (d / "summary.json").is_file():
-        return "done"
-    if (d / "map.json").is_file() or (d / "chains").is_dir():
-        return "resume"
-    return "new"
+    return RunDir(galaxy.out_dir).state()
 
 
 # ----------------------------------------------------------------------------- the task on a worker
@@ -290,7 +286,7 @@ def _append_jsonl(path, obj):
 
 def read_attempts(out_dir):
     """The records of ``OUT/NAME/attempts.jsonl`` (a list of dicts; empty if none)."""
-    p = Path(out_dir) / "attempts.jsonl"
+    p = RunDir(out_dir).attempts_jsonl
     if not p.is_file():
         return []
     out = []
@@ -350,23 +346,24 @@ def fit_galaxy(name, config_path, out_dir, torch_threads=None):
     from .pipeline.fit import run_fit
 
     out = Path(out_dir)
+    run = RunDir(out)
     out.mkdir(parents=True, exist_ok=True)
     worker, nthreads, has_res = _worker_info()
-    if (out / "summary.json").is_file():
+    if run.state() == "done":
         done = [a for a in read_attempts(out) if a.get("event") == "done"]
         return dict(galaxy=name, worker=done[-1]["worker"] if done else worker, wall_time_s=None, resumed=False,
                     attempt=len(done), skipped=True)
     attempt = sum(1 for a in read_attempts(out) if a.get("event") == "start") + 1
-    resumed = (out / "map.json").is_file() or (out / "chains").is_dir()
+    resumed = run.started
     if torch_threads is None:
         torch_threads = nthreads if has_res else max(1, _cpu_count() // max(1, nthreads))
     torch.set_num_threads(int(torch_threads))
-    _append_jsonl(out / "attempts.jsonl", dict(event="start", attempt=attempt, worker=worker,
+    _append_jsonl(run.attempts_jsonl, dict(event="start", attempt=attempt, worker=worker,
                                                host=socket.gethostname(), pid=os.getpid(), time=time.time(),
                                                resumed=resumed, torch_threads=int(torch_threads)))
     _emit(name, "start", attempt=attempt, resumed=resumed, worker=worker)
     t0 = time.perf_counter()
-    with open(out / "fit.log", "a") as logf:
+    with open(run.fit_log, "a") as logf:
         def log(msg):
             logf.write(f"{msg}\n")
             logf.flush()
@@ -382,13 +379,13 @@ def fit_galaxy(name, config_path, out_dir, torch_threads=None):
             import traceback
             wall = time.perf_counter() - t0
             log("".join(traceback.format_exception(e)).rstrip())
-            _append_jsonl(out / "attempts.jsonl", dict(event="error", attempt=attempt, worker=worker,
+            _append_jsonl(run.attempts_jsonl, dict(event="error", attempt=attempt, worker=worker,
                                                        pid=os.getpid(), time=time.time(), wall_time_s=wall,
                                                        error=f"{type(e).__name__}: {e}"))
             _emit(name, "error", attempt=attempt, worker=worker, error=_error_text(e))
             raise
     wall = time.perf_counter() - t0
-    _append_jsonl(out / "attempts.jsonl", dict(event="done", attempt=attempt, worker=worker, pid=os.getpid(),
+    _append_jsonl(run.attempts_jsonl, dict(event="done", attempt=attempt, worker=worker, pid=os.getpid(),
                                                time=time.time(), wall_time_s=wall))
     return dict(galaxy=name, worker=worker, wall_time_s=wall, resumed=resumed, attempt=attempt, skipped=False)
 
@@ -487,7 +484,7 @@ def _task_key(galaxy):
 
 # ----------------------------------------------------------------------------- results
 def _summary(galaxy):
-    p = Path(galaxy.out_dir) / "summary.json"
+    p = RunDir(galaxy.out_dir).summary_json
     return json.loads(p.read_text()) if p.is_file() else None
 
 

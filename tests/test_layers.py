@@ -107,3 +107,14 @@ def test_both_cell_models_follow_the_cell_model_protocol(tmp_path):
         assert isinstance(cells, CellModel), type(cells)
         assert cells.vis.shape == cells.sigma.shape == cells.n_eff.shape == (cells.n_cells,)
     assert not isinstance(object(), CellModel)
+
+
+def test_run_dir_states(tmp_path):
+    from nuker_mge_plugin.pipeline.rundir import RunDir
+
+    run = RunDir(str(tmp_path / "fit"))
+    assert run.state() == "new" and not run.started and run.summary_json == tmp_path / "fit" / "summary.json"
+    run.chains.mkdir(parents=True)
+    assert run.state() == "resume" and run.started
+    run.summary_json.write_text("{}")
+    assert run.state() == "done"

@@ -42,6 +42,7 @@ from ..dynamics.visibilities import GriddedModel, alma_pb_fwhm_arcsec
 from ..observation import load_observation
 from ..model.cells import CellModel
 from .config import FitConfig, resolve_data_priors
+from .rundir import RunDir
 from ..inference.fisher import FisherResult, fisher_covariance, fisher_from_jacobian
 from ..model.forward import NukerDiscModel
 from ..model.likelihood import GriddedLikelihood
@@ -494,7 +495,7 @@ def run_sampler(prob, z_map, fish, generator, out, *, resume=False, progress=Tru
     dev, dt = prob.model.device, prob.model.dtype
     xi = torch.randn((s.chains, space.n_free), generator=generator, dtype=torch.float64).to(dev, dt)
     z_start = z_map[None] + 0.5 * xi @ torch.as_tensor(fish.cholesky, dtype=dt, device=dev).T
-    common = dict(transform=space.constrain, names=space.free_names, seed=s.seed, checkpoint_dir=Path(out) / "chains",
+    common = dict(transform=space.constrain, names=space.free_names, seed=s.seed, checkpoint_dir=RunDir(out).chains,
                   resume=resume,
                   checkpoint_every=s.checkpoint_every or 2 ** 62,  # 0 = never: only the finished run is written
                   progress=progress)
@@ -615,7 +616,7 @@ def run_fit(cfg, out_dir=None, *, resume=False, progress=True, log=print):
     dev, dt = prob.model.device, prob.model.dtype
     gen = torch.Generator().manual_seed(cfg.sampler.seed)
 
-    map_path = out / "map.json"
+    map_path = RunDir(out).map_json
     map_this_call = False
     if resume and map_path.exists():
         m = json.loads(map_path.read_text())

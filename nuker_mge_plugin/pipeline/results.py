@@ -46,6 +46,7 @@ from .._files import atomic_write
 from ..sampling.diagnostics import ESS_MIN, RHAT_MAX, convergence, ess_bulk, ess_tail, rhat
 from .config import TABLE1
 from ..inference.parameters import bound_pileup_sides
+from .rundir import RunDir
 
 __all__ = ["validate_draws", "rhat", "ess_bulk", "ess_tail", "hdi", "thin_draws", "vcirc_band", "at_bound",
            "summarize", "write_summary_json", "write_posterior_netcdf", "read_posterior_netcdf", "write_results",
@@ -493,19 +494,20 @@ def write_results(outdir, draws, sample_stats, *, priors=None, vcirc=None, radiu
     """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
+    run = RunDir(outdir)
     paths = {}
     attrs = {}
     if config is not None:
         toml = config.to_toml_str()
         attrs["config_toml"] = toml
-        paths["config"] = _atomic_write(outdir / "config.toml", lambda tmp: Path(tmp).write_text(toml))
-    paths["posterior"] = write_posterior_netcdf(outdir / "posterior.nc", draws, sample_stats, attrs=attrs)
+        paths["config"] = _atomic_write(run.config_toml, lambda tmp: Path(tmp).write_text(toml))
+    paths["posterior"] = write_posterior_netcdf(run.posterior_nc, draws, sample_stats, attrs=attrs)
     if callable(vcirc):
         d, _ = validate_draws(draws)
         vcirc = vcirc(thin_draws(d, vcirc_draws, seed), np.asarray(radius_arcsec, float))
     summary = summarize(draws, sample_stats, priors=priors, vcirc=vcirc, radius_arcsec=radius_arcsec,
                         truth=truth, wall_time_s=wall_time_s, extra=extra)
-    paths["summary"] = write_summary_json(outdir / "summary.json", summary)
+    paths["summary"] = write_summary_json(run.summary_json, summary)
     paths["figures"] = {}
     if figures:
         from .plots import write_figures
