@@ -36,6 +36,9 @@ galaxy, against the truth for mocks). Rows with ``converged`` False must not be 
 
 Dask (``distributed``, ``dask-jobqueue``) is the optional ``survey`` extra:
 ``pip install 'nuker-mge-plugin[survey]'``.
+
+Its length (~780 lines) is the survey file's declarations, the cluster set-up for three batch
+systems, the per-galaxy task with its resume and attempts log, and the results table.
 """
 
 import csv

@@ -81,6 +81,10 @@ lines. A thin disc at exactly 90 deg is a line of zero width that no sky-plane s
 (``inc`` must be < 90 deg); near edge-on, accuracy is set by the deprojected sub-pixel size
 ``cellSize / nsub / cos(inc)`` compared with the scales of the surface-brightness profile: raise
 ``nsub`` there.
+
+Its length (~1170 lines) is one KinMS twin whose parts (cloud-free sampling of the disc, analytic
+channel integration, centre refinement, line profile with its custom backward pass) share the same
+geometry and must be validated together against KinMS.
 """
 
 import math

@@ -45,6 +45,10 @@ q_intr on [0.01, 1] (20 nodes, 1e-14 relative to the quadrature above) whose coe
 tabulated once per (sigma, radii) with the quadrature above and cached; the batch costs one
 float64 GEMM. It is used automatically when every q_intr >= 0.01 and the batch has >= 8
 models or the table is already cached; both paths agree to ~1e-13 (tests/test_vcirc.py).
+
+Its length (~640 lines) is two evaluation paths of one quantity (general quadrature and the
+Chebyshev table, and VcircTable, the module form of the latter) that must agree to the last digits;
+they share the input checks and the final velocity.
 """
 
 import math

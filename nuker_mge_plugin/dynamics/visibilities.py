@@ -44,6 +44,9 @@ What a likelihood may assume about the cells (see gridder.py): each usable cell'
 weighted mean of its own samples and its model is the same mean of the model; cells whose windows
 did not grow share no sample and are independent; grown windows share samples with neighbours
 (``GriddedVis.report["overlap_factor"]``), so those cells are positively correlated.
+
+Its length (~710 lines) is the fused FFT + sparse gridded operator with its hand-written adjoint,
+in one file because the forward and backward passes must stay exact transposes of each other.
 """
 
 import math

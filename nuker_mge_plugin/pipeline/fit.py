@@ -23,6 +23,9 @@ The stages, each a call into one module (seed paper sections 2.2-2.3, appendix C
 Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
 Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,
 arXiv:2511.20746 (docs/references.rst).
+
+Its length (~750 lines) is the fit's one-way chain (problem, MAP, Fisher matrix, sampler, verdict,
+results) kept together so that the order of the steps reads top to bottom.
 """
 
 import json

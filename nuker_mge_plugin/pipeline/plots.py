@@ -16,6 +16,9 @@ towards East (``-x``) and North (``y``) [arcsec].
 Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
 Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,
 arXiv:2511.20746 (docs/references.rst).
+
+Its length (~600 lines) is one function per figure of a fit's output folder, each independent of
+the others.
 """
 
 from __future__ import annotations

@@ -46,6 +46,10 @@ two writes and is overwritten on resume.
 Seed paper: Yantovski-Barth M. J., Stone C., Zhang H., Bureau M., Smyth N., Hezaveh Y.,
 Perreault-Levasseur L., 2025, *Neural Deprojection of Galaxy Stellar Mass Profiles*, NeurIPS 2025,
 arXiv:2511.20746 (docs/references.rst).
+
+Its length (~640 lines) is the appendix-C schedule (burn-in stages, step-size trials, draws) with
+its checkpoint fingerprint, kept in one file so that the bitwise-resume contract is read in one
+place.
 """
 
 from __future__ import annotations
