@@ -14,8 +14,8 @@ warm-up, then blocks until R-hat <= 1.01 and bulk and tail ESS >= 400, or ``--ma
 4 x 40 step-size trials, 600 draws; ``mass_matrix = "adaptive"`` on the weak cases). Prints one
 JSON document and writes ``<out>/m13.json``: per fit, converged, max R-hat, min bulk/tail ESS,
 gradient evaluations (single-chain), wall times (the sampler's and the whole fit's), min bulk ESS
-per 1000 gradient evaluations and per second, divergences, why sampling stopped, and log10 M_BH
-against the truth.
+per 1000 gradient evaluations and per second, divergences, why sampling stopped, log10 M_BH
+against the truth, and (NUTS) how well the chains share a batched gradient call (``batching``).
 
     .venv/bin/python validation/m13_convergence.py [--cases demo,weak,free15] [--kinds nuts,mala]
         [--out validation/out/m13] [--threads 2] [--max-wall-s 1200]
@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -72,10 +73,40 @@ def case_config(case, kind, out, threads, max_wall_s):
     return fit
 
 
+def batching(chains_dir):
+    """How well NUTS's chains share one batched gradient call, from its chain store.
+
+    Each leapfrog step evaluates all chains together, so an iteration costs the longest chain's
+    trajectory; ``efficiency`` = sum over iterations of the chains' mean leapfrog steps / sum of
+    their maximum (1 = no chain waits for another), for the warm-up and the draws separately.
+    """
+    from nuker_mge_plugin.sampling.backend import ChainStore
+
+    store = ChainStore(str(chains_dir))
+    if not store.has_state():
+        return None
+    store.load_state()   # the number of chunks written
+    c = store.concatenated()
+    if "n_leapfrog" not in c:
+        return None
+    n, phase = np.asarray(c["n_leapfrog"], float), np.asarray(c["phase"])
+    out = {}
+    for name, sel in (("warmup", phase == 0), ("sampling", phase == 1)):
+        if sel.any():
+            out[name] = dict(efficiency=round(float(n[sel].mean(1).sum() / n[sel].max(1).sum()), 4),
+                             mean_leapfrog=round(float(n[sel].mean()), 2),
+                             tree_depth_counts=np.bincount(np.asarray(c["tree_depth"])[sel].ravel()).tolist())
+    return out
+
+
 def one(case, kind, out, threads, max_wall_s):
     d = Path(out) / case / kind
     if (d / "row.json").exists():
-        return json.loads((d / "row.json").read_text())
+        row = json.loads((d / "row.json").read_text())
+        if kind == "nuts" and "batching" not in row:   # rows written before the field existed
+            row["batching"] = batching(d / "chains")
+            (d / "row.json").write_text(json.dumps(row, indent=1))
+        return row
     cfg = config_from_dict(case_config(case, kind, out, threads, max_wall_s), base_dir=str(d.parent),
                            source=str(d.parent / f"{kind}.toml"))
     t0 = time.perf_counter()
@@ -93,7 +124,8 @@ def one(case, kind, out, threads, max_wall_s):
                divergences_per_chain=sm.get("divergences_per_chain"), draws_per_chain=sm.get("draws_per_chain"),
                log10_mbh=dict(median=p["median"], hdi_68=p["hdi_68"], std=p["std"],
                               truth=s.get("truth", {}).get("log10_mbh", {}).get("value")),
-               n_free=len(s["parameters"]), threads=threads)
+               n_free=len(s["parameters"]), threads=threads,
+               batching=batching(d / "chains") if kind == "nuts" else None)
     (d / "row.json").write_text(json.dumps(row, indent=1))
     return row
 
