@@ -38,7 +38,7 @@ from .dynamics.coords import SkyGrid
 from .dynamics.visibilities import alma_pb_fwhm_arcsec, direct_ft
 from .pipeline.config import GalaxyConfig
 from .observation import REQUIRED_KEYS, load_observation, save_observation, validate_observation
-from .schema import REQUIRED, Key, Section, document, key, keys_of, read_section, section_keys, suggest
+from .schema import REQUIRED, Key, Section, document, key, keys_of, read_section, read_toml, section_keys, suggest
 
 __all__ = ["ALMA_LAT_DEG", "CO21_REST_HZ", "alma_like_layout", "baselines", "uvw_tracks", "channel_freqs",
            "mock_observation", "load_observation", "validate_observation", "REQUIRED_KEYS"]
@@ -255,17 +255,9 @@ def load_mock_config(path):
     Returns ``(truth, distance_mpc, observation)``, ``observation`` holding the keys given; one-line
     ValueError ``path: section.key: ...`` on an unknown or missing key or a bad value.
     """
-    import tomllib
-
     from .inference.parameters import PARAMETER_NAMES
 
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid TOML ({err})") from None
+    raw = read_toml(path, "mock")
 
     def error(msg):
         return ValueError(f"{path}: {msg}")

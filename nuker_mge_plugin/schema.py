@@ -19,7 +19,7 @@ import difflib
 import json
 import math
 
-__all__ = ["REQUIRED", "key", "keys_of", "section_keys", "suggest", "Section", "read_section", "document",
+__all__ = ["REQUIRED", "key", "keys_of", "section_keys", "suggest", "Section", "read_section", "document", "read_toml",
            "reference_rst", "template_toml"]
 
 #: The default of a required key (the field has no default).
@@ -178,6 +178,28 @@ class Section:
                 self._fail(name, spec.expects(), v)
             v = tuple(v)
         return v
+
+
+def read_toml(path, what, error_cls=ValueError):
+    """The parsed TOML document at ``path``, or ``error_cls`` with one line naming the file.
+
+    ``what`` names the kind of file in the messages (``"configuration"``, ``"survey"``, ``"mock"``):
+    ``PATH: WHAT file not found``, ``PATH: expects a WHAT file, got a directory``, ``PATH: invalid
+    TOML: ...``.
+    """
+    import tomllib
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise error_cls(f"{p}: {what} file not found") from None
+    except IsADirectoryError:
+        raise error_cls(f"{p}: expects a {what} file, got a directory") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise error_cls(f"{p}: invalid TOML: {e}") from None
 
 
 def _in_bounds(v, spec):

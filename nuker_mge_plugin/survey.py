@@ -52,7 +52,6 @@ import socket
 import sys
 import threading
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +59,7 @@ from ._files import atomic_write
 from ._warnings import silence_fit_warnings
 from .pipeline.rundir import RunDir
 from .pipeline.config import ConfigError, load_config
-from .schema import Section, document, key, keys_of, read_section, section_keys, suggest
+from .schema import Section, document, key, keys_of, read_section, read_toml, section_keys, suggest
 
 __all__ = ["SurveyConfig", "SurveyGalaxy", "SchedulerConfig", "JobqueueConfig", "load_survey", "fit_galaxy",
            "galaxy_state", "make_cluster", "job_script", "run_survey", "results_rows", "write_results_table",
@@ -222,15 +221,7 @@ def load_survey(path, out_dir, *, check_fits=True):
     :class:`SurveyError` (a ``ConfigError``, one line) on any problem.
     """
     p = Path(path)
-    try:
-        with open(p, "rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError:
-        raise SurveyError(f"{p}: survey file not found") from None
-    except IsADirectoryError:
-        raise SurveyError(f"{p}: expects a survey file, got a directory") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise SurveyError(f"{p}: invalid TOML: {e}") from None
+    raw = read_toml(p, "survey", SurveyError)
     for sec in raw:
         if sec not in ("survey", "scheduler"):
             s = suggest(sec, ("survey", "scheduler"))

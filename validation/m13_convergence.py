@@ -18,7 +18,7 @@ per 1000 gradient evaluations and per second, divergences, why sampling stopped,
 against the truth, and (NUTS) how well the chains share a batched gradient call (``batching``).
 
     .venv/bin/python validation/m13_convergence.py [--cases demo,weak,free15] [--kinds nuts,mala]
-        [--out validation/out/m13] [--threads 2] [--max-wall-s 1200]
+        [--out validation/out/m13] [--threads 2] [--max-wall-s 1200] [--dtype float32]
 """
 
 import argparse
@@ -50,8 +50,9 @@ OBSERVATIONS = {
 MALA = dict(kind="mala", burn_in_stages=2, burn_in_steps=150, n_step_trials=4, step_trial_steps=40, draws=600)
 
 
-def case_config(case, kind, out, threads, max_wall_s):
-    """The fit configuration (a dict) of ``case`` for sampler ``kind``, its mock made under ``out`` if absent."""
+def case_config(case, kind, out, threads, max_wall_s, dtype=None):
+    """The fit configuration (a dict) of ``case`` for sampler ``kind``, its mock made under ``out`` if absent
+    (``dtype``: the forward model's ``[sampler] dtype``, default the configuration's own)."""
     mock = load_example("ngc4697_mock.toml")
     obs = dict(mock["observation"]) if case == "demo" else OBSERVATIONS[case]
     obs_path = (Path(out) / case / "obs.npz").resolve()
@@ -69,6 +70,8 @@ def case_config(case, kind, out, threads, max_wall_s):
                               **({"mass_matrix": "adaptive"} if case != "demo" else {}))
     else:   # the demo's own NUTS settings (what `make demo` runs), on this budget
         fit["sampler"].update(threads=threads, max_wall_s=max_wall_s)
+    if dtype is not None:
+        fit["sampler"]["dtype"] = dtype
     fit["output"] = {"figures": False}
     return fit
 
@@ -99,15 +102,15 @@ def batching(chains_dir):
     return out
 
 
-def one(case, kind, out, threads, max_wall_s):
-    d = Path(out) / case / kind
+def one(case, kind, out, threads, max_wall_s, dtype=None):
+    d = Path(out) / case / (kind if dtype is None else f"{kind}_{dtype}")
     if (d / "row.json").exists():
         row = json.loads((d / "row.json").read_text())
         if kind == "nuts" and "batching" not in row:   # rows written before the field existed
             row["batching"] = batching(d / "chains")
             (d / "row.json").write_text(json.dumps(row, indent=1))
         return row
-    cfg = config_from_dict(case_config(case, kind, out, threads, max_wall_s), base_dir=str(d.parent),
+    cfg = config_from_dict(case_config(case, kind, out, threads, max_wall_s, dtype), base_dir=str(d.parent),
                            source=str(d.parent / f"{kind}.toml"))
     t0 = time.perf_counter()
     s = run_fit(cfg, d, resume=(d / "map.json").exists(), progress=False, log=lambda *a: print(*a, file=sys.stderr))
@@ -124,7 +127,7 @@ def one(case, kind, out, threads, max_wall_s):
                divergences_per_chain=sm.get("divergences_per_chain"), draws_per_chain=sm.get("draws_per_chain"),
                log10_mbh=dict(median=p["median"], hdi_68=p["hdi_68"], std=p["std"],
                               truth=s.get("truth", {}).get("log10_mbh", {}).get("value")),
-               n_free=len(s["parameters"]), threads=threads,
+               n_free=len(s["parameters"]), threads=threads, dtype=cfg.sampler.dtype,
                batching=batching(d / "chains") if kind == "nuts" else None)
     (d / "row.json").write_text(json.dumps(row, indent=1))
     return row
@@ -137,9 +140,11 @@ def main(argv=None):
     ap.add_argument("--out", default="validation/out/m13")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-wall-s", type=float, default=1200.0, help="NUTS sampling budget per fit [s]")
+    ap.add_argument("--dtype", choices=("float64", "float32"), default=None,
+                    help="the forward model's dtype (default: the configuration's; a fit goes to <kind>_<dtype>/)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    rows = [one(c, k, a.out, a.threads, a.max_wall_s) for c in a.cases.split(",") for k in a.kinds.split(",")]
+    rows = [one(c, k, a.out, a.threads, a.max_wall_s, a.dtype) for c in a.cases.split(",") for k in a.kinds.split(",")]
     doc = dict(metric="M13", machine_threads=a.threads, rows=rows)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "m13.json").write_text(json.dumps(doc, indent=1))

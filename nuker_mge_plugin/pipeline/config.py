@@ -41,7 +41,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +48,7 @@ import numpy as np
 
 from ..constants import CO21_REST_HZ, SURFACE_BRIGHTNESS, VELOCITY_CONVENTIONS
 from ..schema import (REQUIRED, Section, document, key, keys_of, read_section, reference_rst, section_keys,
-                      suggest, template_toml)
+                      read_toml, suggest, template_toml)
 from ..inference.parameters import EXTRA_PARAMETER_NAMES
 from .errors import ConfigError
 from .priors import (_FROM_DATA, DATA_PRIOR_NAMES, TABLE1, Prior, PriorsConfig, channel_velocities_kms, check_nn_box,
@@ -704,13 +703,7 @@ def load_config(path, *, check_files=True):
         Missing or unreadable file, invalid TOML, or any bad key (one line naming ``section.key``).
     """
     p = Path(path)
-    try:
-        with open(p, "rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: configuration file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: invalid TOML: {e}") from None
+    raw = read_toml(p, "configuration", ConfigError)
     return config_from_dict(raw, base_dir=p.resolve().parent, source=str(p.resolve()), check_files=check_files)
 
 
