@@ -248,6 +248,17 @@ def test_quick_nuts_fit_end_to_end(mock_dir, tmp_path):
     assert ss["diverging"].dtype == bool and ss["logp"].shape == (2, 20)
 
 
+def test_quick_nuts_fit_in_the_prior_box_in_float32(mock_dir, tmp_path):
+    """sampler.dtype = "float32" with NUTS in the box: its mass matrix, made in float32, was refused
+    as not symmetric (rounding of the box's Jacobian products)."""
+    cfg = _quick_config(mock_dir, tmp_path / "fit", "nuts", warmup=20, draws=10, until_converged=False,
+                        max_tree_depth=4, checkpoint_every=0, space="box", dtype="float32")
+    s = fit.run_fit(cfg, progress=False, log=lambda *a: None)
+    assert s["sampler"]["draws_per_chain"] == 10 and s["sampler"]["stopped"] == "draws"
+    prior = cfg.priors["log10_mbh"]
+    assert prior.low <= s["parameters"]["log10_mbh"]["median"] <= prior.high
+
+
 def test_quick_nuts_fit_in_the_prior_box(mock_dir, tmp_path):
     # space = "box": draws inside the prior bounds, the same summary as in logit coordinates
     cfg = _quick_config(mock_dir, tmp_path / "fit", "nuts", warmup=30, draws=20, until_converged=False,

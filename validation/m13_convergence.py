@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import load_example  # noqa: E402
 
+from nuker_mge_plugin._warnings import silence_fit_warnings  # noqa: E402
 from nuker_mge_plugin.inference.config import config_from_dict  # noqa: E402
 from nuker_mge_plugin.inference.fit import run_fit  # noqa: E402
 from nuker_mge_plugin.mock import mock_from_parameters  # noqa: E402
@@ -144,6 +145,7 @@ def main(argv=None):
                     help="the forward model's dtype (default: the configuration's; a fit goes to <kind>_<dtype>/)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    silence_fit_warnings()  # run_fit's warning lines are logged to stderr already
     rows = [one(c, k, a.out, a.threads, a.max_wall_s, a.dtype) for c in a.cases.split(",") for k in a.kinds.split(",")]
     doc = dict(metric="M13", machine_threads=a.threads, rows=rows)
     Path(a.out).mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ from nuker_mge_plugin.sampling.nuts import NUTSSettings, run_nuts  # noqa: E402
 
 def problem(i, out):
     """The FitProblem of calibration mock ``i`` (Student-t), its MAP (made once) and truth."""
-    d = Path(out)
+    d = Path(out).resolve()  # the configuration resolves data.path against base_dir: keep it absolute
     d.mkdir(parents=True, exist_ok=True)
     truth = cal._mock(i, d, 100)
     raw = cal.fit_config(d / "obs.npz", "student_t", 100 + i)

@@ -512,8 +512,9 @@ def run_sampler(prob, z_map, fish, generator, out, *, resume=False, progress=Tru
     with torch.no_grad():
         u_start = prob.theta_to_box(space.constrain(z_start)).clamp(0.0, 1.0)
         u_map = prob.theta_to_box(space.constrain(torch.as_tensor(fish.z, dtype=dt, device=dev)[None]))[0]
-    jac = u_map * (1.0 - u_map)
-    mass_box = mass * jac[:, None] * jac[None, :]
+    jac = (u_map * (1.0 - u_map)).to(torch.float64)
+    mass_box = torch.as_tensor(fish.covariance, dtype=torch.float64, device=dev) * jac[:, None] * jac[None, :]
+    mass_box = (0.5 * (mass_box + mass_box.T)).to(dt)  # exactly symmetric, whatever the model's dtype
     common["transform"] = prob.box_to_theta
     bounds = (torch.zeros(space.n_free, dtype=dt, device=dev), torch.ones(space.n_free, dtype=dt, device=dev))
     return run_nuts(prob.logp_and_grad_box, u_start, settings=nuts_settings(s), mass_matrix=mass_box, bounds=bounds,
