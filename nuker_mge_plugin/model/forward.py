@@ -118,8 +118,9 @@ class NukerDiscModel(torch.nn.Module):
         self.cube = GasCube(n_x * cell, n_y * cell, self.n_chan * self.axis["dv_kms"], cell, self.axis["dv_kms"],
                             None, nsub=nsub, cleanOut=True, check=False)
         self.cell_model = cell_model
-        self.primary_beam = None if primary_beam is None else torch.as_tensor(primary_beam, dtype=dtype,
-                                                                               device=self.device)
+        # a buffer (or None): it moves with .to(device) like the rest of the model
+        self.register_buffer("primary_beam", None if primary_beam is None else
+                             torch.as_tensor(primary_beam, dtype=dtype, device=self.device))
         half_diag = 0.5 * cell * float(np.hypot(n_x, n_y))
         rad = np.concatenate([[0.0], np.geomspace(0.1 * cell, 10.0 * half_diag, n_rad - 1)])
         self.register_buffer("rad_arcsec", torch.as_tensor(rad, dtype=dtype, device=self.device))

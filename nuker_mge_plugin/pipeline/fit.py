@@ -190,11 +190,12 @@ def build_problem(cfg, *, progress=True):
 
     A FITS image cube (``cfg.data.is_image``) is read by ``image.read_image_cube`` and fitted on the
     Fourier modes of its pixels (``image.BeamFourierCells``); a visibility ``.npz`` is gridded.
+    Either way the cells (a :class:`~nuker_mge_plugin.model.cells.CellModel`) then get the same
+    likelihood, disc model and priors (:func:`_problem_on_cells`).
     """
     if cfg.data.is_image:
         return _build_image_problem(cfg)
     obs = load_observation(cfg.data.path)
-    dtype = torch.float64 if cfg.sampler.dtype == "float64" else torch.float32
     device = torch.device(cfg.sampler.device)
     grid = SkyGrid(cfg.model.n_pix, cfg.model.n_pix, cfg.model.cell_arcsec)
     n_chan = obs["chan_freq"].size
@@ -204,15 +205,8 @@ def build_problem(cfg, *, progress=True):
     select = gv.halfwidth <= cfg.gridding.width / 2 + 1e-9 if cfg.gridding.mask_grown else None
     cells = GriddedModel(gv, grid, pb=pb, select=select).to(device)
     cell_weight = 1.0 / cells.overlap if cfg.likelihood.overlap_weights else None  # shared samples once
-    like = GriddedLikelihood(cells.vis, cells.sigma, cells.n_eff, kind=cfg.likelihood.kind,
-                             sigma_scale=cfg.likelihood.sigma_scale or 2.0, cell_weight=cell_weight).to(device)
-    model = NukerDiscModel(grid, obs["chan_freq"], cfg.data.rest_freq_hz, cfg.galaxy.distance_mpc,
-                           cell_model=cells, backend=cfg.model.backend, nsub=cfg.model.nsub, dtype=dtype,
-                           device=device, surface_brightness=cfg.model.surface_brightness)
-    cfg = resolve_data_priors(cfg, chan_freq_hz=obs["chan_freq"], field_arcsec=grid.n_x * grid.cell_arcsec)
-    space = ParameterSpace(cfg.priors.spec())
-    truth = dict(obs["meta"].get("truth", {}))
-    return FitProblem(cfg, obs, gv, cells, model, like, space, truth)
+    return _problem_on_cells(cfg, obs, gv, cells, grid, obs["chan_freq"], cfg.data.rest_freq_hz,
+                             cell_weight=cell_weight, truth=dict(obs["meta"].get("truth", {})))
 
 
 def _build_image_problem(cfg):
@@ -224,23 +218,28 @@ def _build_image_problem(cfg):
                            centre_radec_deg=d.centre_radec_deg, rms_jy_beam=d.rms_jy_beam,
                            linefree_channels=d.linefree_channels, pb_path=d.pb_path,
                            velocity_convention=d.velocity_convention)
-    dtype = torch.float64 if cfg.sampler.dtype == "float64" else torch.float32
-    device = torch.device(cfg.sampler.device)
     grid = SkyGrid(cube.n_pix, cube.n_pix, cube.cell_arcsec)
-    cells = BeamFourierCells(cube, grid, threshold=d.fourier_threshold, noise=d.noise).to(device)
-    like = GriddedLikelihood(cells.vis, cells.sigma, cells.n_eff, kind=cfg.likelihood.kind,
-                             sigma_scale=cfg.likelihood.sigma_scale or 2.0).to(device)
-    model = NukerDiscModel(grid, cube.chan_freq_hz, cube.rest_freq_hz, cfg.galaxy.distance_mpc, cell_model=cells,
-                           primary_beam=cube.pb, backend=cfg.model.backend, nsub=cfg.model.nsub, dtype=dtype,
-                           device=device, surface_brightness=cfg.model.surface_brightness)
-    cfg = resolve_data_priors(cfg, chan_freq_hz=cube.chan_freq_hz, field_arcsec=grid.n_x * grid.cell_arcsec)
-    space = ParameterSpace(cfg.priors.spec())
+    cells = BeamFourierCells(cube, grid, threshold=d.fourier_threshold, noise=d.noise).to(cfg.sampler.device)
     meta = dict(kind="image", phase_centre_ra_deg=cube.ref_ra_deg, phase_centre_dec_deg=cube.ref_dec_deg,
                 beam_fwhm_arcsec=list(cube.beam_fwhm_arcsec), beam_pa_deg=cube.beam_pa_deg,
                 spec_frame=cube.spec_frame)
     obs = dict(chan_freq=cube.chan_freq_hz, meta=meta, image=cube)
-    gridded = ImageGridding(grid=grid.uv, report=cells.report)
-    return FitProblem(cfg, obs, gridded, cells, model, like, space, {})
+    return _problem_on_cells(cfg, obs, ImageGridding(grid=grid.uv, report=cells.report), cells, grid,
+                             cube.chan_freq_hz, cube.rest_freq_hz, primary_beam=cube.pb)
+
+
+def _problem_on_cells(cfg, obs, gridded, cells, grid, chan_freq_hz, rest_freq_hz, *, cell_weight=None,
+                      primary_beam=None, truth=None):
+    """The likelihood of ``cells``, the disc model on ``grid`` and the priors: a :class:`FitProblem`."""
+    dtype = torch.float64 if cfg.sampler.dtype == "float64" else torch.float32
+    device = torch.device(cfg.sampler.device)
+    like = GriddedLikelihood(cells.vis, cells.sigma, cells.n_eff, kind=cfg.likelihood.kind,
+                             sigma_scale=cfg.likelihood.sigma_scale or 2.0, cell_weight=cell_weight).to(device)
+    model = NukerDiscModel(grid, chan_freq_hz, rest_freq_hz, cfg.galaxy.distance_mpc, cell_model=cells,
+                           primary_beam=primary_beam, backend=cfg.model.backend, nsub=cfg.model.nsub, dtype=dtype,
+                           device=device, surface_brightness=cfg.model.surface_brightness)
+    cfg = resolve_data_priors(cfg, chan_freq_hz=chan_freq_hz, field_arcsec=grid.n_x * grid.cell_arcsec)
+    return FitProblem(cfg, obs, gridded, cells, model, like, ParameterSpace(cfg.priors.spec()), truth or {})
 
 
 def map_starts(space, n, generator):
