@@ -3,7 +3,7 @@
 #   make test   -- set up .venv, run the linter (ruff), build the docs, then the test suite
 # and, for maintainers:
 #   make docs                -- the Sphinx docs as HTML in docs/_build/html (warnings are errors)
-#   make docs-figures        -- regenerate every figure README.rst and the docs show (the ~7-minute demo fit, the NGC 4324 fit, the ~3-hour calibration survey, the ~1-hour SBC; all resume)
+#   make docs-figures        -- regenerate every figure README.rst and the docs show (the ~9-minute demo fit, the NGC 4324 fit, the ~3-hour calibration survey, the ~1-hour SBC; all resume)
 #   make docs-figures-quick  -- only the ones that take seconds (docs/demo_mge.png)
 PYTHON ?= python3.11
 VENV ?= .venv

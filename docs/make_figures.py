@@ -5,7 +5,7 @@ Each figure in ``docs/`` belongs to one group:
 * ``quick`` (seconds): ``demo_mge.png``, the demo's first step (the NGC 4697-like Nuker MGE);
 * ``validation`` (minutes): the figures of three validation scripts, run with the arguments the
   README quotes, copied from ``validation/out/``;
-* ``demo`` (the full demo fit, ~7 minutes on two cores): ``nuker-mge demo --out DEMO_OUT`` (it
+* ``demo`` (the full demo fit, ~9 minutes on two cores): ``nuker-mge demo --out DEMO_OUT`` (it
   resumes a finished or interrupted fit in DEMO_OUT), then its figures are copied here;
 * ``real`` (~20 minutes): the image-plane fit of the CARMA cube of NGC 4324,
   ``validation/ngc4324_fit.py --resume`` (the cube stays in ../shared/data; a finished fit is

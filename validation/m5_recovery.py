@@ -69,6 +69,7 @@ def run_case(name, out, nsamps=None, nsub=None, mask_grown=False, seed=None, ove
     fit["data"]["path"] = str(out / "obs.npz")
     fit["priors"].update(prior_over)
     fit["model"].update(model_over)
+    fit["sampler"]["dtype"] = "float64"  # an accuracy study: the demo's float32 model would add its rounding
     if nsub:
         fit["model"]["nsub"] = int(nsub)
     if mask_grown:

@@ -112,6 +112,7 @@ def check(obs_path, case="sparse"):
     fit["data"]["path"] = str(Path(obs_path).resolve())
     fit["priors"].update(CASES[case][2])
     fit["model"].update(CASES[case][3])
+    fit["sampler"]["dtype"] = "float64"  # an accuracy study: the demo's float32 model would add its rounding
     obs = load_observation(fit["data"]["path"])
     res = {}
     for label, mask_grown in (("all_cells", False), ("mask_grown", True)):
