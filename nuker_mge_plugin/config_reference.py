@@ -2,8 +2,9 @@
 generated from their declarations (:mod:`nuker_mge_plugin.schema`); the docs' configuration page
 is made of it (``.. config-reference::`` in docs/conf.py)."""
 
-from .pipeline.config import GalaxyConfig, config_reference as _fit_reference
 from .mock import MockObservationTable
+from .pipeline.config import GalaxyConfig
+from .pipeline.config import config_reference as _fit_reference
 from .schema import reference_rst
 from .survey import SECTIONS as SURVEY_SECTIONS
 

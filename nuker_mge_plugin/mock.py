@@ -36,8 +36,8 @@ import numpy as np
 from .constants import C_KMS, CO21_REST_HZ, radio_frequency_hz
 from .dynamics.coords import SkyGrid
 from .dynamics.visibilities import alma_pb_fwhm_arcsec, direct_ft
-from .pipeline.config import GalaxyConfig
 from .observation import REQUIRED_KEYS, load_observation, save_observation, validate_observation
+from .pipeline.config import GalaxyConfig
 from .schema import REQUIRED, Key, Section, document, key, keys_of, read_section, read_toml, section_keys, suggest
 
 __all__ = ["ALMA_LAT_DEG", "CO21_REST_HZ", "alma_like_layout", "baselines", "uvw_tracks", "channel_freqs",

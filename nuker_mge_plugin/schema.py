@@ -187,8 +187,9 @@ def read_toml(path, what, error_cls=ValueError):
     ``PATH: WHAT file not found``, ``PATH: expects a WHAT file, got a directory``, ``PATH: invalid
     TOML: ...``.
     """
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     p = Path(path)
     try:

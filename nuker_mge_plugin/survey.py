@@ -57,8 +57,8 @@ from pathlib import Path
 
 from ._files import atomic_write
 from ._warnings import silence_fit_warnings
-from .pipeline.rundir import RunDir
 from .pipeline.config import ConfigError, load_config
+from .pipeline.rundir import RunDir
 from .schema import Section, document, key, keys_of, read_section, read_toml, section_keys, suggest
 
 __all__ = ["SurveyConfig", "SurveyGalaxy", "SchedulerConfig", "JobqueueConfig", "load_survey", "fit_galaxy",

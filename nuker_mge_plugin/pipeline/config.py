@@ -47,12 +47,32 @@ from pathlib import Path
 import numpy as np
 
 from ..constants import CO21_REST_HZ, SURFACE_BRIGHTNESS, VELOCITY_CONVENTIONS
-from ..schema import (REQUIRED, Section, document, key, keys_of, read_section, reference_rst, section_keys,
-                      read_toml, suggest, template_toml)
 from ..inference.parameters import EXTRA_PARAMETER_NAMES
+from ..schema import (
+    REQUIRED,
+    Section,
+    document,
+    key,
+    keys_of,
+    read_section,
+    read_toml,
+    reference_rst,
+    section_keys,
+    suggest,
+    template_toml,
+)
 from .errors import ConfigError
-from .priors import (_FROM_DATA, DATA_PRIOR_NAMES, TABLE1, Prior, PriorsConfig, channel_velocities_kms, check_nn_box,
-                     parse_prior, resolve_data_priors)
+from .priors import (
+    _FROM_DATA,
+    DATA_PRIOR_NAMES,
+    TABLE1,
+    Prior,
+    PriorsConfig,
+    channel_velocities_kms,
+    check_nn_box,
+    parse_prior,
+    resolve_data_priors,
+)
 
 __all__ = ["ConfigError", "TABLE1", "DATA_PRIOR_NAMES", "Prior", "DataConfig", "GalaxyConfig", "ModelConfig",
            "GriddingConfig", "LikelihoodConfig", "PriorsConfig", "MapConfig", "SamplerConfig", "OutputConfig",

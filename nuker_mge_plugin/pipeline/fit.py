@@ -5,17 +5,18 @@ The stages, each a call into one module (seed paper sections 2.2-2.3, appendix C
 1. data: the observation ``.npz`` (observation.py), gridded onto the model's uv grid with a
    Kaiser-Bessel window and a per-cell noise estimate (dynamics/gridder.py);
 2. model: Table-1 parameters -> Nuker MGE -> v_c -> gas cube -> primary beam -> the exact
-   window average of each usable cell (forward.py, dynamics/visibilities.GriddedModel);
-3. likelihood (likelihood.py) and uniform priors through a sigmoid bijection (parameters.py);
+   window average of each usable cell (model/forward.py, dynamics/visibilities.GriddedModel);
+3. likelihood (model/likelihood.py) and uniform priors through a sigmoid bijection
+   (inference/parameters.py);
 4. MAP: starts (the prior midpoint and prior draws) screened one parameter at a time across the
-   prior box, then Adam and L-BFGS (optimize.py);
-5. the empirical Fisher matrix at the MAP as the first mass matrix (fisher.py);
+   prior box, then Adam and L-BFGS (inference/optimize.py);
+5. the empirical Fisher matrix at the MAP as the first mass matrix (inference/fisher.py);
 6. the sampler (``[sampler] kind``), with atomic checkpoints and bitwise resume:
    ``"nuts"`` (default): the No-U-Turn sampler started at the Fisher covariance, warm-up, then
    blocks of draws until R-hat <= 1.01 and bulk and tail ESS >= 400 (or a draw or time limit;
    sampling/nuts.py); ``"mala"``: the seed paper's appendix C, burn-in stages that recompute the
    Fisher matrix at the best point so far, a step-size stage aiming at acceptance 0.574, then
-   sampling (mala.py);
+   sampling (sampling/mala.py);
 7. results: posterior.nc (ArviZ), summary.json, figures (results.py, plots.py), and the verdict:
    one line saying whether the chains converged (a ``warning:`` line when not, also in
    ``summary["warnings"]``; ``nuker-mge fit --strict`` exits with status 3 then).
@@ -42,16 +43,16 @@ from .._warnings import FitWarning, log_warning
 from ..dynamics.coords import SkyGrid
 from ..dynamics.gridder import GriddedVis, grid_visibilities
 from ..dynamics.visibilities import GriddedModel, alma_pb_fwhm_arcsec
-from ..observation import load_observation
-from ..model.cells import CellModel
-from .config import FitConfig, resolve_data_priors
-from .rundir import RunDir
 from ..inference.fisher import FisherResult, fisher_covariance, fisher_from_jacobian
-from ..model.forward import NukerDiscModel
-from ..model.likelihood import GriddedLikelihood
 from ..inference.mala import MALASchedule, run_mala
 from ..inference.optimize import find_map, screen_starts
 from ..inference.parameters import ParameterSpace
+from ..model.cells import CellModel
+from ..model.forward import NukerDiscModel
+from ..model.likelihood import GriddedLikelihood
+from ..observation import load_observation
+from .config import FitConfig, resolve_data_priors
+from .rundir import RunDir
 
 __all__ = ["FitProblem", "ImageGridding", "build_problem", "map_starts", "fit_map", "subpixel_warning",
            "discretisation_shift",

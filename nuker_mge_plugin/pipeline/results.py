@@ -43,9 +43,9 @@ from pathlib import Path
 import numpy as np
 
 from .._files import atomic_write
+from ..inference.parameters import bound_pileup_sides
 from ..sampling.diagnostics import ESS_MIN, RHAT_MAX, convergence, ess_bulk, ess_tail, rhat
 from .config import TABLE1
-from ..inference.parameters import bound_pileup_sides
 from .rundir import RunDir
 
 __all__ = ["validate_draws", "rhat", "ess_bulk", "ess_tail", "hdi", "thin_draws", "vcirc_band", "at_bound",
@@ -397,6 +397,7 @@ def write_posterior_netcdf(path, draws, sample_stats, *, units=None, attrs=None)
         The path. Read back with ``arviz.from_netcdf(path)`` or :func:`read_posterior_netcdf`.
     """
     import xarray as xr
+
     from .. import __version__
 
     d, ss = validate_draws(draws, sample_stats)
