@@ -18,6 +18,8 @@ import dataclasses
 import difflib
 import json
 import math
+import tomllib
+from pathlib import Path
 
 __all__ = ["REQUIRED", "key", "keys_of", "section_keys", "suggest", "Section", "read_section", "document", "read_toml",
            "reference_rst", "template_toml"]
