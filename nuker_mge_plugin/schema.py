@@ -189,10 +189,6 @@ def read_toml(path, what, error_cls=ValueError):
     ``PATH: WHAT file not found``, ``PATH: expects a WHAT file, got a directory``, ``PATH: invalid
     TOML: ...``.
     """
-    from pathlib import Path
-
-    import tomllib
-
     p = Path(path)
     try:
         with open(p, "rb") as f:

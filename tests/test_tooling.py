@@ -100,10 +100,10 @@ def test_make_test_builds_the_docs_with_warnings_as_errors():
 
 
 def test_python_requires_has_tomllib():
-    """The configuration reader imports tomllib (Python 3.11+): setup.cfg must not promise 3.10."""
+    """The configuration reader (schema.read_toml) imports tomllib (Python 3.11+): setup.cfg must not promise 3.10."""
     assert _setup_cfg()["options"]["python_requires"].strip() == ">=3.11"
-    assert re.search(r"^import tomllib$|^from tomllib import", (ROOT / "nuker_mge_plugin" / "pipeline" /
-                                                                 "config.py").read_text(), flags=re.M)
+    assert re.search(r"^import tomllib$|^from tomllib import", (ROOT / "nuker_mge_plugin" / "schema.py"
+                                                                 ).read_text(), flags=re.M)
 
 
 class _Terminal(io.StringIO):
