@@ -328,6 +328,8 @@ SECTIONS = (
                                "FitConfig.to_dict."),
     ("output", OutputConfig, "Where and what the fit writes."),
 )
+#: A fit file's order: these sections, then [priors], then the rest.
+_BEFORE_PRIORS, _AFTER_PRIORS = SECTIONS[:5], SECTIONS[5:]
 for _name, _cls, _intro in SECTIONS:
     document(_cls, f"``[{_name}]``: {_intro[0].lower()}{_intro[1:]}")
 
@@ -423,32 +425,26 @@ def _priors_rst():
 def config_reference():
     """reST reference of every key of a fit configuration, from the declarations (the docs'
     configuration page; :mod:`nuker_mge_plugin.config_reference` has the survey's and mock's too)."""
-    head = [s for s in SECTIONS if s[0] in ("data", "galaxy", "model", "gridding", "likelihood")]
-    tail = [s for s in SECTIONS if s[0] in ("map", "sampler", "output")]
-    return reference_rst(head) + "\n" + _priors_rst() + "\n" + reference_rst(tail)
+    return reference_rst(_BEFORE_PRIORS) + "\n" + _priors_rst() + "\n" + reference_rst(_AFTER_PRIORS)
 
 
 def config_template():
     """A commented TOML template of a fit configuration, every key at its default (``nuker-mge fit
     --print-config``)."""
-    head = [s for s in SECTIONS if s[0] in ("data", "galaxy", "model", "gridding", "likelihood")]
-    tail = [s for s in SECTIONS if s[0] in ("map", "sampler", "output")]
     priors = ["# One entry per parameter: name = [low, high] (uniform) or name = value (fixed); "
               "systemic_velocity, x, y", '# default to "from_data".', "[priors]"]
     for name, (lo, hi, unit, desc) in TABLE1.items():
         value = '"from_data"' if name in DATA_PRIOR_NAMES else f"[{lo!r}, {hi!r}]"
         priors.append(f"{name} = {value}    # {desc}{f' [{unit}]' if unit else ''}")
-    return template_toml(head) + "\n" + "\n".join(priors) + "\n\n" + template_toml(tail)
+    return template_toml(_BEFORE_PRIORS) + "\n" + "\n".join(priors) + "\n\n" + template_toml(_AFTER_PRIORS)
 
 
 # ---------------------------------------------------------------------------- checks
 
 #: The valid keys of each section, from the declarations above ([priors]: the parameters).
-_SECTION_KEYS = {name: section_keys(cls) for name, cls, _ in SECTIONS}
-_SECTION_KEYS = {**{k: v for k, v in _SECTION_KEYS.items() if k in ("data", "galaxy", "model", "gridding",
-                                                                    "likelihood")},
+_SECTION_KEYS = {**{name: section_keys(cls) for name, cls, _ in _BEFORE_PRIORS},
                  "priors": tuple(TABLE1) + EXTRA_PARAMETER_NAMES,
-                 **{k: v for k, v in _SECTION_KEYS.items() if k in ("map", "sampler", "output")}}
+                 **{name: section_keys(cls) for name, cls, _ in _AFTER_PRIORS}}
 
 
 def _section(name, raw):
